@@ -1,0 +1,164 @@
+"""`aecli`: dispatches to the subcommands. Only argument handling lives here.
+
+    aecli train [overrides...]        Hydra: compose conf/, train one run (or a sweep with -m)
+    aecli sample run=PATH [n= out= seed= label= mode=]
+    aecli eval run=PATH
+    aecli runs PATH... [sort=METRIC]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from aecli.errors import AecliError
+
+HELP = """usage: aecli COMMAND [ARGS...]
+
+commands:
+  train    train a model: aecli train model=cae lambda=100 data=fashion_mnist
+           (Hydra overrides; `aecli train --help` lists the config groups, `--cfg job` prints the config,
+           `-m` runs a sweep: aecli train -m model=cae,dae lambda=1,10,100)
+  sample   draw from a finished run: aecli sample run=outputs/DATE/TIME n=64 [out=FILE seed=0 label=3
+           mode=prior|interpolate|traverse]
+  eval     evaluate a finished run on the test set: aecli eval run=outputs/DATE/TIME
+  runs     compare runs or sweeps side by side: aecli runs outputs/multirun/DATE/TIME [sort=val_loss]
+
+Run `aecli COMMAND --help` for a command's own help."""
+
+
+def config_dir() -> Path:
+    """conf/ inside the installed package (a wheel), else the repository's top-level conf/."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return packaged if packaged.is_dir() else here.parent / "conf"
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"aecli: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+# -- train -------------------------------------------------------------------------------------------
+def check_group_choices(args: list[str], conf: Path) -> None:
+    """Refuse an unknown option of a config group (model=foo) in one line, before Hydra composes."""
+    for arg in args:
+        if arg.startswith(("-", "+", "~", "hydra")) or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        group = conf / key
+        if not group.is_dir() or "." in key:
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        values = value.split(",") if "," in value and not value.startswith(("[", "{")) else [value]
+        for v in values:
+            v = v.strip()
+            if v in ("null", "") and key in ("experiment", "hparams_search"):
+                continue
+            if v.startswith(("choice(", "range(", "glob(", "interval(", "tag(")):
+                continue
+            if v not in options:
+                fail(f"{key}={v} is not a {key} aecli knows: allowed {', '.join(options)}")
+
+
+def train_main(args: list[str]) -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+
+    conf = config_dir()
+    check_group_choices(args, conf)
+
+    @hydra.main(version_base="1.3", config_path=str(conf), config_name="config")
+    def run(cfg: DictConfig) -> float | None:
+        from aecli.train import train
+
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        try:
+            return train(cfg, Path(hc.runtime.output_dir), multirun=multirun)
+        except AecliError as e:
+            if multirun:  # a failed job is reported and the sweep goes on
+                import logging
+
+                logging.getLogger("aecli").error(f"job failed: {e}")
+                return float("nan")
+            fail(str(e), e.exit_code)
+        return None
+
+    sys.argv = ["aecli train", *args]
+    run()
+
+
+# -- sample / eval / runs ----------------------------------------------------------------------------
+def parse_kv(args: list[str], allowed: dict[str, type], command: str) -> dict:
+    """key=value arguments with types; an unknown key or a bad value is a one-line error."""
+    out: dict = {}
+    for arg in args:
+        if "=" not in arg:
+            fail(f"{command}: expected key=value, got {arg!r}: allowed keys {', '.join(allowed)}")
+        key, value = arg.split("=", 1)
+        if key not in allowed:
+            fail(f"{command}: unknown key {key!r}: allowed keys {', '.join(allowed)}")
+        try:
+            out[key] = allowed[key](value)
+        except ValueError:
+            fail(f"{command}: {key}={value!r} is not a valid {allowed[key].__name__}")
+    return out
+
+
+def sample_main(args: list[str]) -> None:
+    from aecli.sampling import sample_command
+
+    kv = parse_kv(args, {"run": str, "n": int, "out": str, "seed": int, "label": int, "mode": str, "device": str},
+                  "sample")
+    if "run" not in kv:
+        fail("sample: run=PATH is required (a run folder under outputs/, or a checkpoint file)")
+    path = sample_command(**kv)
+    print(f"wrote {path}")
+
+
+def eval_main(args: list[str]) -> None:
+    from aecli.evaluate import eval_command
+
+    kv = parse_kv(args, {"run": str, "iw_samples": int, "device": str, "seed": int}, "eval")
+    if "run" not in kv:
+        fail("eval: run=PATH is required (a run folder under outputs/, or a checkpoint file)")
+    eval_command(**kv)
+
+
+def runs_main(args: list[str]) -> None:
+    from aecli.sweep import runs_command
+
+    paths = [a for a in args if "=" not in a]
+    kv = parse_kv([a for a in args if "=" in a], {"sort": str}, "runs")
+    if not paths:
+        fail("runs: give one or more run or sweep folders, e.g. aecli runs outputs/multirun/DATE/TIME")
+    runs_command(paths, **kv)
+
+
+COMMANDS = {"train": train_main, "sample": sample_main, "eval": eval_main, "runs": runs_main}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(HELP)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        fail(f"unknown command {command!r}: allowed {', '.join(COMMANDS)} (aecli --help)")
+    if command != "train" and rest and rest[0] in ("-h", "--help"):
+        print(HELP)
+        return
+    try:
+        COMMANDS[command](rest)
+    except AecliError as e:
+        fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main()

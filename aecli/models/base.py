@@ -1,0 +1,109 @@
+"""The one contract every aecli model follows, so the trainer, `sample` and `eval` never ask "which model?".
+
+A model says how to encode, how to decode, how to compute its loss terms from a batch (a dict of named
+scalar tensors with the total under "loss", each a mean over the batch in nats or units per image), and
+how to draw samples. Training goes through `train_step`; the default one is the usual
+zero_grad / backward / step on one optimizer, and a model with several phases (the AAE) overrides it:
+that is the small hook that keeps one trainer for every model.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) for a Bernoulli decoder, summed over pixels, one value per image (nats).
+
+    Uses the logits form max(l, 0) - l*x + log(1 + exp(-|l|)), stable for any logit.
+    """
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def bernoulli_nll_of_probs(probs: torch.Tensor, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The same Bernoulli reconstruction cost for a model that outputs probabilities (PCA, CB means)."""
+    p = probs.clamp(eps, 1 - eps)
+    return -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
+
+
+class Autoencoder(nn.Module):
+    """Base class: subclasses implement `encode`, `decode` and `loss`, and a prior if they sample."""
+
+    name: ClassVar[str] = "autoencoder"
+    #: True when the model needs the class label y (cvae).
+    conditional: ClassVar[bool] = False
+
+    def __init__(self, net, latent_dim: int, lam: float):
+        super().__init__()
+        self.latent_dim = int(latent_dim)
+        self.lam = float(lam)  # the config's top-level `lambda`: the weight of this model's regularizer
+        self.net_name = net["name"]
+
+    # -- the contract -------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The deterministic code of x: [B, latent_dim] (the posterior mean for variational models)."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Pixel logits [B, 1, 28, 28] for codes z."""
+        raise NotImplementedError
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Named loss terms for a batch, each a mean over the batch; the total is under "loss"."""
+        raise NotImplementedError
+
+    def sample(self, n: int, y: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images in [0, 1] decoded from the model's prior."""
+        z = self.sample_prior(n, generator)
+        return self.mean_image(self.decode(z, y))
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Codes drawn from the prior p(z); N(0, I) unless a model says otherwise."""
+        device = next(self.parameters()).device
+        return torch.randn(n, self.latent_dim, device=device, generator=generator)
+
+    # -- shared behaviour ---------------------------------------------------------------------------
+    def mean_image(self, logits: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean image in [0, 1]; a Bernoulli decoder's mean is sigmoid(logits)."""
+        return torch.sigmoid(logits)
+
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean reconstruction of x in [0, 1], through the deterministic code."""
+        return self.mean_image(self.decode(self.encode(x, y), y))
+
+    def configure_optimizers(self, lr: float, optimizer: str = "adam",
+                             weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
+        """One optimizer over every parameter; models with several training phases return several."""
+        return {"model": make_optimizer(self.parameters(), lr, optimizer, weight_decay)}
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor | None,
+                   optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        """One optimization step; returns the loss terms, detached (no host sync here)."""
+        opt = optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        terms = self.loss(x, y)
+        terms["loss"].backward()
+        opt.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the trainer before each epoch (1-based): schedules such as a KL warm-up live here."""
+
+    def on_train_end(self, codes: torch.Tensor) -> None:
+        """Called with training codes when an epoch ends; models without a prior fit one here."""
+
+
+def make_optimizer(params, lr: float, name: str = "adam", weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam or AdamW (the seeds use both); fused kernels on CUDA."""
+    params = list(params)
+    fused = bool(params) and params[0].is_cuda
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    raise ValueError(f"unknown optimizer {name!r}")

@@ -1,0 +1,150 @@
+"""Encoder and decoder networks shared by every model: `net=mlp` and `net=conv`.
+
+Every encoder maps images ``x`` of shape [B, 1, 28, 28] (and an optional condition vector ``c``, e.g. a
+one-hot label) to a flat vector [B, out_dim]; every decoder maps a flat vector [B, in_dim] (and ``c``)
+to pixel *logits* [B, 1, 28, 28]. Models decide what the encoder output means (a code, or the
+parameters of q(z|x)) and what the logits mean (Bernoulli logits, Gaussian means, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+IMAGE_SHAPE = (1, 28, 28)
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "softplus": nn.Softplus,
+}
+
+
+def activation(name: str) -> nn.Module:
+    return ACTIVATIONS[name]()
+
+
+def _cat(h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    return h if c is None else torch.cat([h, c.to(h.dtype)], dim=1)
+
+
+class MLPEncoder(nn.Module):
+    """x -> flatten -> [Linear -> act] * len(hidden) -> Linear(out_dim). The condition joins the input."""
+
+    def __init__(self, hidden: Sequence[int], act: str, out_dim: int, cond_dim: int = 0,
+                 dropout: float = 0.0, image_shape=IMAGE_SHAPE):
+        super().__init__()
+        widths = [math.prod(image_shape) + cond_dim, *hidden]
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(w_in, w_out), activation(act)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        self.hidden = nn.Sequential(*layers)
+        self.out = nn.Linear(widths[-1], out_dim)
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        return [m for m in self.hidden if isinstance(m, nn.Linear)] + [self.out]
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.out(self.hidden(_cat(x.flatten(1), c)))
+
+
+class MLPDecoder(nn.Module):
+    """z -> [Linear -> act] * len(hidden) (widths reversed) -> Linear(784) -> logits [B, 1, 28, 28]."""
+
+    def __init__(self, hidden: Sequence[int], act: str, in_dim: int, cond_dim: int = 0,
+                 dropout: float = 0.0, image_shape=IMAGE_SHAPE):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        widths = [in_dim + cond_dim, *reversed(list(hidden))]
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(w_in, w_out), activation(act)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        self.hidden = nn.Sequential(*layers)
+        self.out = nn.Linear(widths[-1], math.prod(image_shape))
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        return [m for m in self.hidden if isinstance(m, nn.Linear)] + [self.out]
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.out(self.hidden(_cat(z, c))).view(-1, *self.image_shape)
+
+
+class ConvEncoder(nn.Module):
+    """Strided 4x4 convolutions (28 -> 14 -> 7 with two layers), flatten, Linear(out_dim).
+
+    The condition joins the flattened feature map, just before the last linear layer.
+    """
+
+    def __init__(self, channels: Sequence[int], act: str, out_dim: int, cond_dim: int = 0,
+                 dropout: float = 0.0, image_shape=IMAGE_SHAPE):
+        super().__init__()
+        c_in, side = image_shape[0], image_shape[1]
+        layers: list[nn.Module] = []
+        for c_out in channels:
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), activation(act)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            c_in, side = c_out, side // 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.out = nn.Linear(c_in * side * side + cond_dim, out_dim)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.out(_cat(self.features(x), c))
+
+
+class ConvDecoder(nn.Module):
+    """Linear to a 7x7 map, transposed 4x4 convolutions back to 28x28, one logit per pixel."""
+
+    def __init__(self, channels: Sequence[int], act: str, in_dim: int, cond_dim: int = 0,
+                 dropout: float = 0.0, image_shape=IMAGE_SHAPE):
+        super().__init__()
+        channels = list(channels)
+        side = image_shape[1] // 2 ** len(channels)
+        self.inp = nn.Sequential(nn.Linear(in_dim + cond_dim, channels[-1] * side * side), activation(act),
+                                 nn.Unflatten(1, (channels[-1], side, side)))
+        layers: list[nn.Module] = []
+        outs = [*reversed(channels[:-1]), image_shape[0]]
+        c_in = channels[-1]
+        for i, c_out in enumerate(outs):
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+            if i < len(outs) - 1:
+                layers.append(activation(act))
+                if dropout > 0:
+                    layers.append(nn.Dropout(dropout))
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.features(self.inp(_cat(z, c)))
+
+
+def build_encoder(net, out_dim: int, cond_dim: int = 0, dropout: float = 0.0) -> nn.Module:
+    """Build the encoder named by the `net` config group (keys: name, hidden|channels, activation)."""
+    if net["name"] == "mlp":
+        return MLPEncoder(net["hidden"], net["activation"], out_dim, cond_dim, dropout)
+    if net["name"] == "conv":
+        return ConvEncoder(net["channels"], net["activation"], out_dim, cond_dim, dropout)
+    raise ValueError(f"unknown net {net['name']!r}")
+
+
+def build_decoder(net, in_dim: int, cond_dim: int = 0, dropout: float = 0.0) -> nn.Module:
+    """Build the decoder mirroring `build_encoder` for the same `net` config."""
+    if net["name"] == "mlp":
+        return MLPDecoder(net["hidden"], net["activation"], in_dim, cond_dim, dropout)
+    if net["name"] == "conv":
+        return ConvDecoder(net["channels"], net["activation"], in_dim, cond_dim, dropout)
+    raise ValueError(f"unknown net {net['name']!r}")

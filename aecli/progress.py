@@ -1,0 +1,72 @@
+"""What a run prints while it trains: a rich progress bar on a terminal, one line per epoch otherwise.
+
+The bar advances every step from host-side counters only; the running loss it shows is read from the
+device every `trainer.log_every` steps, so the progress display never forces a host sync per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+log = logging.getLogger("aecli")
+
+
+def interactive() -> bool:
+    return sys.stdout.isatty()
+
+
+def console_handler() -> logging.Handler:
+    """The console log handler (Hydra's job_logging points here): rich on a terminal, plain otherwise."""
+    if interactive():
+        from rich.logging import RichHandler
+
+        return RichHandler(show_time=False, show_level=False, show_path=False, markup=False)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+class EpochProgress:
+    """A context manager around one epoch: `step(n_images)` every step, `show_loss(value)` now and then."""
+
+    def __init__(self, epoch: int, epochs: int, steps: int, bar: bool):
+        self.epoch, self.epochs, self.steps, self.bar = epoch, epochs, steps, bar
+        self.images = 0
+        self.start = time.perf_counter()
+        self._progress = None
+
+    def __enter__(self):
+        if self.bar:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn(f"epoch {self.epoch}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>8} img/s"), TextColumn("loss {task.fields[loss]}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=self.steps, rate="-", loss="-")
+        return self
+
+    def step(self, n_images: int) -> None:
+        self.images += n_images
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, rate=f"{self.images_per_s:,.0f}")
+
+    def show_loss(self, value: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, loss=f"{value:.3f}")
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.stop()
+        return False

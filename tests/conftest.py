@@ -1,0 +1,47 @@
+"""Shared fixtures: a laid-out data root (real IDX files), tiny configs, and the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SEED_DATA = REPO.parent / "shared" / "data" / "seed-data.sh"
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """MNIST and Fashion-MNIST in torchvision's layout: $AECLI_TEST_DATA_ROOT if set, else laid out once."""
+    given = os.environ.get("AECLI_TEST_DATA_ROOT")
+    if given and (Path(given) / "MNIST" / "raw").is_dir():
+        return Path(given)
+    root = tmp_path_factory.mktemp("data")
+    if not SEED_DATA.is_file():
+        pytest.skip(f"no data: set AECLI_TEST_DATA_ROOT or provide {SEED_DATA}")
+    subprocess.run(["bash", str(SEED_DATA), str(root)], check=True, capture_output=True)
+    return root
+
+
+def tiny_overrides(data_root: Path, **extra) -> list[str]:
+    """Overrides for a run that takes seconds: 512 training images, 256 validation images, one epoch."""
+    base = {"data.root": str(data_root), "data.limit": 512, "data.val_size": 256, "epochs": 1,
+            "batch_size": 128, "net.hidden": "[64,32]", "latent_dim": 4, "device": "cpu", "eval.at_end": "false",
+            "trainer.num_threads": 1}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real `aecli` entry point in a subprocess, output captured, never a terminal."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    exe = shutil.which("aecli") or ""
+    cmd = [exe] if exe else [sys.executable, "-m", "aecli.cli"]
+    return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,
+                          stdin=subprocess.DEVNULL)
