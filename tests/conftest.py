@@ -29,11 +29,12 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def tiny_overrides(data_root: Path, **extra) -> list[str]:
-    """Overrides for a run that takes seconds: 512 training images, 256 validation images, one epoch."""
+def tiny_overrides(data_root: Path, net: str = "mlp", **extra) -> list[str]:
+    """Overrides for a run that takes seconds: 512 training images, 256 validation images, one epoch, a tiny net."""
     base = {"data.root": str(data_root), "data.limit": 512, "data.val_size": 256, "epochs": 1,
-            "batch_size": 128, "net.hidden": "[64,32]", "latent_dim": 4, "device": "cpu", "eval.at_end": "false",
+            "batch_size": 128, "net": net, "latent_dim": 4, "device": "cpu", "eval.at_end": "false",
             "trainer.num_threads": 1}
+    base.update({"net.hidden": "[64,32]"} if net == "mlp" else {"net.channels": "[8,16]"})
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 
