@@ -227,5 +227,9 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> float:
     start = time.perf_counter()
     trainer = Trainer(cfg, run_dir, multirun=multirun)
     best = trainer.fit()
+    if cfg.eval.at_end:
+        from aecli.evaluate import evaluate_trained
+
+        evaluate_trained(trainer)
     log.info(f"finished in {time.perf_counter() - start:.1f}s")
     return best

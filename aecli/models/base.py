@@ -36,6 +36,8 @@ class Autoencoder(nn.Module):
     name: ClassVar[str] = "autoencoder"
     #: True when the model needs the class label y (cvae).
     conditional: ClassVar[bool] = False
+    #: True when the model has a native prior p(z) that training shapes the codes toward (vae, cvae, aae).
+    has_prior: ClassVar[bool] = False
 
     def __init__(self, net, latent_dim: int, lam: float):
         super().__init__()

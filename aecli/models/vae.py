@@ -43,6 +43,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 class VAE(Autoencoder):
     name = "vae"
+    has_prior = True
 
     def __init__(self, net, latent_dim: int, lam: float = 1.0, likelihood: str = "bernoulli",
                  kl_warmup_epochs: int = 0, cond_dim: int = 0):
