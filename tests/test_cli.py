@@ -1,0 +1,107 @@
+"""The real `aecli` CLI end to end, in a subprocess, on laid-out data."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_cli, tiny_overrides
+
+
+def run_dirs(cwd: Path) -> list[Path]:
+    return sorted(p.parent for p in (cwd / "outputs").glob("*/*/metrics.csv"))
+
+
+@pytest.fixture(scope="module")
+def vae_run(data_root, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cli")
+    proc = run_cli("train", *tiny_overrides(data_root, epochs=2), cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = run_dirs(cwd)
+    return run, proc
+
+
+def test_train_writes_every_output(vae_run):
+    run, proc = vae_run
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
+    assert (run / "train.log").read_text().strip()
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for key in ("epoch", "step", "train_loss", "val_loss", "val_recon", "train_recon", "train_kl", "val_kl",
+                "seconds", "images_per_s"):
+        assert key in rows[0], key
+    assert int(rows[1]["step"]) == 2 * 4  # 512 images / batch 128, two epochs
+    for r in rows:
+        assert all(math.isfinite(float(r[k])) for k in ("train_loss", "val_loss", "val_recon"))
+        assert 0 < float(r["val_recon"]) < 800  # nats per image over 784 pixels
+    assert float(rows[1]["val_loss"]) < float(rows[0]["val_loss"])
+    for name in ("last", "best"):
+        ckpt = torch.load(run / "checkpoints" / f"{name}.pt", weights_only=True)
+        assert {"model", "epoch", "config"} <= set(ckpt)
+        assert ckpt["config"]["model"]["_target_"] == "aecli.models.vae.VAE"
+        assert isinstance(ckpt["config"], dict) and ckpt["config"]["data"]["limit"] == 512
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+    for image in ("images/recon_epoch_001.png", "images/recon_epoch_002.png", "images/samples_epoch_002.png",
+                  "plots/loss.png"):
+        with Image.open(run / image) as im:
+            im.load()
+            assert im.size[0] > 50 and im.size[1] > 50
+    out = proc.stdout + proc.stderr
+    assert "epoch 2/2" in out and "best val_loss" in out and str(run.name) in out
+    assert "on cpu" in out  # the device it runs on is said at start
+    assert "Traceback" not in out
+
+
+def test_sample_writes_a_grid_where_it_says(vae_run, tmp_path):
+    run, _ = vae_run
+    target = tmp_path / "grid.png"
+    proc = run_cli("sample", f"run={run}", "n=16", f"out={target}", "seed=3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert str(target) in proc.stdout
+    with Image.open(target) as im:
+        assert im.size == (4 * 28 + 5 * 2, 4 * 28 + 5 * 2)  # 4x4 grid, 2-pixel padding
+    again = tmp_path / "again.png"
+    run_cli("sample", f"run={run}", "n=16", f"out={again}", "seed=3", cwd=tmp_path)
+    assert target.read_bytes() == again.read_bytes()  # the seed fixes the samples
+    default = run_cli("sample", f"run={run}", "n=4", cwd=tmp_path)
+    assert default.returncode == 0 and str(run) in default.stdout
+
+
+def test_help_and_composed_config(tmp_path):
+    top = run_cli("--help", cwd=tmp_path)
+    assert top.returncode == 0 and all(c in top.stdout for c in ("train", "sample", "eval", "runs"))
+    train_help = run_cli("train", "--help", cwd=tmp_path)
+    assert train_help.returncode == 0
+    for group in ("model:", "data:", "device:", "net:"):
+        assert group in train_help.stdout
+    job = run_cli("train", "--cfg", "job", "lambda=7", "data=fashion_mnist", cwd=tmp_path)
+    assert job.returncode == 0 and "lambda: 7" in job.stdout and "name: fashion_mnist" in job.stdout
+    assert not (tmp_path / "outputs").exists()  # printing the config runs nothing
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("model=nope",), "model=nope"),
+    (("lambda=-2",), "lambda"),
+    (("lambda=abc",), "lambda"),
+    (("device=cuda",), "cuda"),
+    (("data.root=/nonexistent/aecli", "data.download=false"), "/nonexistent/aecli/MNIST/raw"),
+])
+def test_bad_input_is_one_line_and_non_zero(args, needle, tmp_path, data_root):
+    if "cuda" in args[0] and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    extra = () if any(a.startswith("data.root") for a in args) else (f"data.root={data_root}",)
+    proc = run_cli("train", *extra, *args, cwd=tmp_path)
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert err.count("\n") == 0 and err.startswith("aecli: ") and needle in err, err
+
+
+def test_sample_of_a_missing_run_is_one_line(tmp_path):
+    proc = run_cli("sample", f"run={tmp_path / 'nope'}", cwd=tmp_path)
+    assert proc.returncode != 0 and proc.stderr.strip().startswith("aecli: ") and "\n" not in proc.stderr.strip()

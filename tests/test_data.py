@@ -1,0 +1,73 @@
+"""Data: the real IDX files through torchvision, the fixed splits, the on-device batcher, the offline error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aecli.data import Batcher, load_data
+from aecli.errors import AecliError
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_splits_are_uint8_on_device_with_fixed_validation(data_root, name):
+    data = load_data(name, data_root, torch.device("cpu"), download=False, limit=300, val_size=1000)
+    assert data.train.images.dtype == torch.uint8 and data.train.images.shape == (300, 1, 28, 28)
+    assert data.val.images.shape == (1000, 1, 28, 28) and data.test.images.shape == (10000, 1, 28, 28)
+    assert data.train.labels.dtype == torch.int64 and set(data.test.labels.tolist()) == set(range(10))
+    again = load_data(name, data_root, torch.device("cpu"), download=False, limit=None, val_size=1000)
+    assert len(again.train) == 59000
+    torch.testing.assert_close(again.val.images, data.val.images)  # the held-out part does not move with limit
+    # validation images are the last 1000 of the official training set, disjoint from the training split
+    assert not torch.equal(again.train.images[-1], again.val.images[0])
+    x, y = data.train.batch(torch.tensor([0, 5]))
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1 and y.shape == (2,)
+    torch.testing.assert_close(x[0] * 255, data.train.images[0].float())
+
+
+def test_mnist_content_is_the_official_one(data_root):
+    data = load_data("mnist", data_root, torch.device("cpu"), download=False, val_size=5000)
+    assert data.test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert data.train.labels[:5].tolist() == [5, 0, 4, 1, 9]
+
+
+@pytest.mark.parametrize("n,batch_size", [(10, 3), (512, 128), (7, 10)])
+def test_batcher_yields_every_index_exactly_once_per_epoch(n, batch_size):
+    batcher = Batcher(n, batch_size, torch.device("cpu"), seed=0)
+    orders = []
+    for _ in range(3):
+        batches = list(batcher)
+        assert len(batches) == len(batcher) == -(-n // batch_size)
+        assert all(len(b) <= batch_size for b in batches)
+        seen = torch.cat(batches)
+        assert sorted(seen.tolist()) == list(range(n))
+        orders.append(seen.tolist())
+    assert n < 8 or orders[0] != orders[1]  # a new permutation every epoch
+    same_seed = Batcher(n, batch_size, torch.device("cpu"), seed=0)
+    assert torch.cat(list(same_seed)).tolist() == orders[0]
+
+
+def test_batcher_state_resumes_mid_epoch():
+    batcher = Batcher(100, 8, torch.device("cpu"), seed=3)
+    list(batcher)  # one full epoch
+    it = iter(batcher)
+    first = [next(it) for _ in range(4)]
+    state = batcher.state_dict()
+    rest = list(it)
+    resumed = Batcher(100, 8, torch.device("cpu"), seed=999)
+    resumed.load_state_dict(state)
+    assert [b.tolist() for b in resumed] == [b.tolist() for b in rest]
+    assert len(first) + len(rest) == len(batcher)
+
+
+def test_missing_files_offline_name_the_folder_and_the_fix(tmp_path):
+    with pytest.raises(AecliError) as err:
+        load_data("mnist", tmp_path / "nothing", torch.device("cpu"), download=False)
+    message = str(err.value)
+    assert str(tmp_path / "nothing" / "MNIST" / "raw") in message and "seed-data.sh" in message
+    assert "data.root" in message and "\n" not in message
+
+
+def test_unknown_data_set_is_refused(tmp_path):
+    with pytest.raises(AecliError, match="allowed mnist, fashion_mnist"):
+        load_data("cifar", tmp_path, torch.device("cpu"))
