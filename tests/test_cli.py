@@ -105,3 +105,12 @@ def test_bad_input_is_one_line_and_non_zero(args, needle, tmp_path, data_root):
 def test_sample_of_a_missing_run_is_one_line(tmp_path):
     proc = run_cli("sample", f"run={tmp_path / 'nope'}", cwd=tmp_path)
     assert proc.returncode != 0 and proc.stderr.strip().startswith("aecli: ") and "\n" not in proc.stderr.strip()
+
+
+def test_hydra_tab_completion_works_through_the_subcommand(tmp_path):
+    install = run_cli("train", "-sc", "install=bash", cwd=tmp_path)
+    assert install.returncode == 0 and install.stdout.rstrip().endswith("hydra_bash_completion aecli")
+    line = "aecli train model=c"
+    query = run_cli("-sc", "query=bash", cwd=tmp_path, env={"COMP_LINE": line, "COMP_POINT": str(len(line))})
+    assert query.returncode == 0
+    assert "model=cae" in query.stdout.split() and "model=cvae" in query.stdout.split()
