@@ -2,7 +2,9 @@
 
 A checkpoint is a dict of tensors and plain containers: `model` (a state_dict), `epoch`, `step`,
 `config` (the resolved config as plain containers) and, for resuming, the optimizers, RNG states, the
-batcher's position and the metrics rows so far.
+batcher's position, the metrics rows so far and, for a checkpoint written mid-epoch (an interrupt), the
+epoch's partial loss sums under `partial`. Nothing in it is a pickled object, so `weights_only=True`
+loads it and refuses anything else without running it.
 """
 
 from __future__ import annotations
@@ -27,9 +29,14 @@ def save_atomic(obj: dict, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise AecliError(f"cannot write checkpoint {path} ({e.strerror}): the folder must be writable with free space")
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as a RuntimeError
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        why = getattr(e, "strerror", None) or str(e).splitlines()[0][:120]
+        raise AecliError(f"cannot write checkpoint {path} ({why}): the folder must be writable with free space") \
+            from None
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -62,3 +69,27 @@ def find_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
     if not path.is_file():
         raise AecliError(f"{run} has no checkpoints/{which}.pt: is it an aecli run folder?")
     return path
+
+
+def describe(config: dict) -> str:
+    """A run's model in a few words, from its config: `VAE (net mlp [64, 32], latent_dim 4)`."""
+    model = (config.get("model") or {}).get("_target_", "?").rsplit(".", 1)[-1]
+    net = config.get("net") or {}
+    shape = net.get("hidden", net.get("channels", ""))
+    return f"{model} (net {net.get('name', '?')} {shape}, latent_dim {config.get('latent_dim', '?')})"
+
+
+def load_model_state(model, config: dict, ckpt: dict, path: Path) -> None:
+    """Load `ckpt`'s weights into `model` (built from `config`), or say in one line how the two differ."""
+    state, want = ckpt["model"], model.state_dict()
+    theirs, mine = describe(ckpt["config"]), describe(config)
+    what = (f"checkpoint {path}'s weights do not fit the {mine} model its config describes" if theirs == mine else
+            f"checkpoint {path} holds a {theirs} model that does not fit the {mine} model asked for")
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    if missing or extra:
+        raise AecliError(f"{what} (missing {missing[:3]}, unexpected {extra[:3]})")
+    for k, v in want.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise AecliError(f"{what}: {k} is {list(state[k].shape)} in the checkpoint and {list(v.shape)} in the model")
+    model.load_state_dict(state)

@@ -44,6 +44,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
     "trainer.progress": (lambda v: v in ("auto", "bar", "lines"), "auto, bar or lines"),
     "trainer.num_threads": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+    "trainer.compile": (lambda v: isinstance(v, bool), "true or false"),
+    "data.name": (lambda v: v in ("mnist", "fashion_mnist"), "mnist or fashion_mnist"),
+    "data.root": (lambda v: isinstance(v, str) and v.strip() != "", "a folder path"),
+    "resume": (lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
+               "null or a run folder or checkpoint path"),
+    "eval.at_end": (lambda v: isinstance(v, bool), "true or false"),
     "net.hidden": (lambda v: isinstance(v, (list, tuple)) and all(_is_int(w) and w >= 1 for w in v),
                    "a list of integer widths >= 1, e.g. [512,256]"),
     "net.channels": (lambda v: isinstance(v, (list, tuple)) and 1 <= len(v) <= 2
@@ -53,6 +59,20 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.likelihood": (lambda v: v in ("bernoulli", "continuous_bernoulli", "gaussian"),
                          "bernoulli, continuous_bernoulli or gaussian"),
     "model.kl_warmup_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "model.tied": (lambda v: isinstance(v, bool), "true or false"),
+    "model.dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "model.layer_match": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "model.code_activation": (lambda v: v in ("none", "sigmoid", "relu", "tanh"), "none, sigmoid, relu or tanh"),
+    "model.recon_loss": (lambda v: v in ("bce", "mse"), "bce or mse"),
+    "model.jacobian": (lambda v: v in ("exact", "estimate"), "exact or estimate"),
+    "model.projections": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "model.noise": (lambda v: v in ("gaussian", "masking", "salt_pepper"), "gaussian, masking or salt_pepper"),
+    "model.level": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "model.sparsity": (lambda v: v in ("kl", "l1"), "kl or l1"),
+    "model.rho": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "model.prior": (lambda v: v in ("gaussian", "mixture"), "gaussian or mixture"),
+    "model.disc_hidden": (lambda v: isinstance(v, (list, tuple)) and all(_is_int(w) and w >= 1 for w in v),
+                          "a list of integer widths >= 1, e.g. [256,256]"),
 }
 
 

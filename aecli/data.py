@@ -1,7 +1,7 @@
 """MNIST and Fashion-MNIST as device-resident uint8 tensors, and an on-device batcher.
 
-torchvision's dataset classes do the reading and (where there is a network) the download. After loading,
-a whole split is one uint8 tensor moved to the training device once; each batch is an index into it,
+torchvision's dataset classes do the download (where there is a network); aecli reads the IDX files itself.
+After loading, a whole split is one uint8 tensor moved to the training device once; each batch is an index into it,
 converted to float in [0, 1] per batch: no per-sample PIL transforms, no DataLoader workers.
 
 Splits: the official training set minus its last `val_size` images is `train` (optionally cut to the
@@ -11,8 +11,12 @@ images), and the official test set is `test`, kept for evaluation.
 
 from __future__ import annotations
 
+import gzip
+import math
 import os
+import shutil
 import socket
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,29 +92,53 @@ def check_idx_file(path: Path, magic: int, shape: tuple[int, ...]) -> None:
                          f"{shape}, {expected} bytes): it is truncated or corrupt, delete it and lay the data out again")
 
 
+def extract_gz(raw: Path) -> None:
+    """Decompress each official `.gz` whose extracted file is missing; a corrupt one is named, not half-used."""
+    for stem in IDX_FILES:
+        src, dst = raw / f"{stem}.gz", raw / stem
+        if dst.is_file() or not src.is_file():
+            continue
+        tmp = raw / f".{stem}.tmp"
+        try:
+            with gzip.open(src, "rb") as f_in, open(tmp, "wb") as f_out:
+                shutil.copyfileobj(f_in, f_out)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            tmp.unlink(missing_ok=True)
+            raise AecliError(f"data file {src} is not a valid gzip file ({e}): it is truncated or corrupt, "
+                             "delete it and lay the data out again")
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise AecliError(f"cannot extract {src.name} into the data folder {raw} ({e.strerror}): make it "
+                             "writable, or set data.root to a folder holding the extracted files")
+        os.replace(tmp, dst)
+
+
 def _raw_ready(raw: Path) -> bool:
     return all((raw / stem).is_file() for stem in IDX_FILES)
 
 
 def load_raw(name: str, root: str | os.PathLike, download: bool = True):
-    """Read both official splits with torchvision: ((train images, labels), (test images, labels)) on the CPU."""
+    """Both official splits, ((train images, labels), (test images, labels)), as uint8 tensors on the CPU."""
     if name not in DATASETS:
         raise AecliError(f"data={name!r} is not a data set aecli knows: allowed {', '.join(DATASETS)}")
     cls_name, folder, _ = DATASETS[name]
     root = Path(root).expanduser()
     raw = root / folder / "raw"
-    # Compressed official files next to missing extracted ones: torchvision extracts them offline.
-    have_gz = all((raw / f"{stem}.gz").is_file() for stem in IDX_FILES)
-    if not _raw_ready(raw) and not (download or have_gz):
+    if raw.is_dir():  # compressed official files next to missing extracted ones: extracted offline
+        extract_gz(raw)
+    if not _raw_ready(raw) and not download:
         raise AecliError(f"{cls_name} files are missing in {raw} and data.download=false: " +
                          HOW_TO_GET.format(raw=raw, root=root, folder=folder))
-    import torchvision.datasets as tvd
-
     if not _raw_ready(raw):
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise AecliError(f"cannot create the data folder {root} ({e.strerror}): set data.root to a writable folder")
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise AecliError(f"cannot write the data folder {root} to download {cls_name}: set data.root to a "
+                             "writable folder")
+        import torchvision.datasets as tvd  # only to download: reading needs no torchvision (0.4 s of start-up)
+
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(20)
         try:
@@ -120,17 +148,17 @@ def load_raw(name: str, root: str | os.PathLike, download: bool = True):
                              f"({type(e).__name__}; no network?): " + HOW_TO_GET.format(raw=raw, root=root, folder=folder))
         finally:
             socket.setdefaulttimeout(previous)
-    for stem, (magic, shape) in IDX_FILES.items():
-        check_idx_file(raw / stem, magic, shape)
-    cls = getattr(tvd, cls_name)
-    out = []
-    for train in (True, False):
-        try:
-            ds = cls(str(root), train=train, download=False)
-        except Exception as e:  # noqa: BLE001
-            raise AecliError(f"cannot read {cls_name} from {raw}: {e}")
-        out.append((ds.data, ds.targets))
-    return out
+    arrays = {stem: read_idx(raw / stem, magic, shape) for stem, (magic, shape) in IDX_FILES.items()}
+    return [(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"].long()),
+            (arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"].long())]
+
+
+def read_idx(path: Path, magic: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The uint8 body of a checked IDX file, read in one go (the same bytes torchvision's MNIST class reads)."""
+    check_idx_file(path, magic, shape)
+    header = 4 + 4 * len(shape)
+    body = torch.from_file(str(path), size=header + math.prod(shape), dtype=torch.uint8)
+    return body[header:].view(shape)
 
 
 def load_data(name: str, root: str | os.PathLike, device: torch.device, download: bool = True,

@@ -1,14 +1,360 @@
-"""`aecli eval` (stub: the evaluation issue fills this in)."""
+"""`aecli eval`: the same test-set numbers for every model, written to `eval.json`, a table, and the pictures.
+
+Which metrics a model gets follows from what it can do (duck typing), never from its name:
+
+    every model                 recon_bce (Bernoulli NLL of the mean reconstruction, nats per image),
+                                recon_mse (squared error summed over the 784 pixels, per image), psnr (dB);
+                                probe_acc and knn_acc on the codes, beside pixel_probe_acc and pixel_knn_acc
+                                (the same on raw pixels: the floor a representation must beat);
+                                jacobian_fro, the mean ||J_f(x)||_F of f = model.encode (vae, cvae: the mean code)
+    elbo_terms (vae, cvae)      elbo and iw_bound (Burda et al. 2015) with eval.iw_samples samples, nats per image
+    corrupt (dae)               denoised_psnr, of the reconstruction of a corrupted image, beside noisy_psnr
+    rho (sae)                   mean_activation of the code, off_fraction (units whose mean is < sparse_threshold)
+    has_prior (vae, cvae, aae)  mmd: MMD^2 between the test codes and draws from the prior
+    sample (every model)        frechet: Fréchet distance of samples to test images in the classifier's features
+                                (aecli.classifier), beside frechet_floor, the training images' distance
+    conditional (cvae)          label_acc: the classifier's accuracy on samples drawn for each label (the mean;
+                                label_acc_per_class lists them)
+
+Costly metrics use the first N test images (conf/eval/default.yaml). The pixel floors and the classifier
+are computed once per data set and cached. `aecli train` runs the same evaluation on its best checkpoint
+when `eval.at_end` is true, so `aecli eval run=...` afterwards gives the same numbers.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from aecli import metrics
+from aecli.checkpoint import find_checkpoint
+from aecli.classifier import cache_folder, cached_json, load_classifier
+from aecli.config import resolve_device
+from aecli.data import Data, Split, load_data
+from aecli.errors import AecliError
+from aecli.models.base import bernoulli_nll_of_probs
+from aecli.plots import plot_code_scatter, plot_losses, recon_pairs, save_grid
+from aecli.sampling import STEPS, draw_samples, interpolation_images, load_run
+
+log = logging.getLogger("aecli")
+
+BATCH = 1000  # images per forward pass
+IW_BATCH = 100  # images per pass of the importance-weighted bound
+HEADLINE = ("recon_bce", "psnr", "probe_acc", "knn_acc", "iw_bound", "frechet")
+
+
+@dataclass
+class EvalSettings:
+    """conf/eval/default.yaml, key for key (the yaml documents each)."""
+
+    at_end: bool
+    test_images: int | None
+    probe_train_images: int
+    probe_steps: int
+    probe_l2: float
+    knn_k: int
+    jacobian_images: int
+    iw_samples: int
+    iw_images: int
+    iw_chunk: int
+    mmd_images: int
+    frechet_images: int
+    label_samples: int
+    sparse_threshold: float
+    classifier_epochs: int
+    cache_dir: str | None
+    pictures: bool
+
+
+MINIMUM = {"test_images": 1, "probe_train_images": 1, "probe_steps": 1, "knn_k": 1, "jacobian_images": 1,
+           "iw_samples": 1, "iw_images": 1, "iw_chunk": 1, "mmd_images": 2, "frechet_images": 2, "label_samples": 1,
+           "classifier_epochs": 1}
+
+
+def eval_settings(eval_cfg=None, **overrides) -> EvalSettings:
+    """conf/eval/default.yaml, updated by a run's `eval` config and then by `overrides` (None = keep); checked."""
+    from aecli.cli import config_dir
+
+    merged = OmegaConf.merge(OmegaConf.load(config_dir() / "eval" / "default.yaml"), eval_cfg or {},
+                             {k: v for k, v in overrides.items() if v is not None})
+    values = OmegaConf.to_container(merged, resolve=True)
+    known = {f.name for f in fields(EvalSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise AecliError(f"eval.{unknown[0]} is not an eval setting: allowed {', '.join(sorted(known))}")
+    for key, least in MINIMUM.items():
+        v = values[key]
+        if key == "test_images" and v is None:
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < least:
+            raise AecliError(f"eval.{key}={v!r} is not allowed: it must be an integer >= {least}")
+    if not (isinstance(values["probe_l2"], (int, float)) and values["probe_l2"] >= 0):
+        raise AecliError(f"eval.probe_l2={values['probe_l2']!r} is not allowed: it must be a number >= 0")
+    if not (isinstance(values["sparse_threshold"], (int, float)) and 0 < values["sparse_threshold"] < 1):
+        raise AecliError(f"eval.sparse_threshold={values['sparse_threshold']!r} is not allowed: it must be in (0, 1)")
+    return EvalSettings(**values)
+
+
+# -- passes over a split --------------------------------------------------------------------------------
+def chunks(n: int, device: torch.device, batch: int = BATCH):
+    for start in range(0, n, batch):
+        yield torch.arange(start, min(start + batch, n), device=device)
+
+
+@torch.no_grad()
+def encode_split(model, split: Split, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The codes f(x) and labels of the first n images of a split."""
+    zs, ys = [], []
+    for idx in chunks(n, split.images.device):
+        x, y = split.batch(idx)
+        zs.append(model.encode(x, y).float())
+        ys.append(y)
+    return torch.cat(zs), torch.cat(ys)
+
+
+@torch.no_grad()
+def reconstruction(model, split: Split, n: int, corrupt=None) -> dict[str, float]:
+    """recon_bce and recon_mse per image and psnr of the mean reconstruction of the first n images;
+    with `corrupt`, of the reconstruction of corrupt(x) (still against the clean x), plus noisy_psnr."""
+    bce = sse = noisy_sse = 0.0
+    for idx in chunks(n, split.images.device):
+        x, y = split.batch(idx)
+        x_in = x if corrupt is None else corrupt(x)
+        x_hat = model.reconstruct(x_in, y)
+        bce += bernoulli_nll_of_probs(x_hat, x).sum().item()
+        sse += metrics.squared_error(x_hat, x).sum().item()
+        noisy_sse += metrics.squared_error(x_in, x).sum().item()
+    pixels = n * 784
+    out = {"recon_bce": bce / n, "recon_mse": sse / n, "psnr": metrics.psnr(sse / pixels)}
+    if corrupt is not None:
+        out = {"denoised_psnr": out["psnr"], "noisy_psnr": metrics.psnr(noisy_sse / pixels)}
+    return out
+
+
+@torch.no_grad()
+def likelihood_bounds(model, split: Split, n: int, k: int, chunk: int) -> dict[str, float]:
+    """The ELBO and the k-sample importance-weighted bound on log p(x), averaged over the first n images (nats).
+
+    Both come from the same k log-weights per image (`model.elbo_terms`, drawn `chunk` at a time), so
+    iw_bound >= elbo image by image (see metrics.iw_bound).
+    """
+    elbo = iw = 0.0
+    for idx in chunks(n, split.images.device, IW_BATCH):
+        x, y = split.batch(idx)
+        log_w = torch.cat([model.elbo_terms(x, y, min(chunk, k - done)) for done in range(0, k, chunk)])
+        elbo += metrics.elbo(log_w).sum().item()
+        iw += metrics.iw_bound(log_w).sum().item()
+    return {"elbo": elbo / n, "iw_bound": iw / n}
+
+
+def encoder_jacobian(model, split: Split, n: int) -> float:
+    """Mean ||J_f(x)||_F over the first n images, f = model.encode (the Jacobian with respect to x)."""
+    x, y = split.batch(torch.arange(n, device=split.images.device))
+    with torch.enable_grad():
+        return metrics.jacobian_frobenius(model.encode, x, y).mean().item()
+
+
+@torch.no_grad()
+def features(net, images: torch.Tensor, batch: int = BATCH) -> torch.Tensor:
+    return torch.cat([net.features(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+@torch.no_grad()
+def draw(model, n: int, generator: torch.Generator, y: torch.Tensor | None = None) -> torch.Tensor:
+    """n samples from the model's prior, BATCH at a time (with labels y for a conditional model)."""
+    out = []
+    for start in range(0, n, BATCH):
+        m = min(BATCH, n - start)
+        out.append(model.sample(m, y=None if y is None else y[start:start + m], generator=generator))
+    return torch.cat(out)
+
+
+# -- the evaluation ---------------------------------------------------------------------------------------
+def pixel_floors(data: Data, s: EvalSettings, n_train: int, n_test: int, classifier) -> dict[str, float]:
+    """Probe and kNN accuracy on raw pixels, and the training images' Fréchet distance to the test images."""
+    device = data.test.images.device
+    x_train, y_train = data.train.batch(torch.arange(n_train, device=device))
+    x_test, y_test = data.test.batch(torch.arange(n_test, device=device))
+    n_f = torch.arange(min(s.frechet_images, len(data.train), len(data.test)), device=device)
+    frechet_floor = metrics.frechet_distance(features(classifier, data.train.batch(n_f)[0]),
+                                             features(classifier, data.test.batch(n_f)[0]))
+    return {"pixel_probe_acc": metrics.probe_accuracy(x_train.flatten(1), y_train, x_test.flatten(1), y_test,
+                                                      s.probe_steps, s.probe_l2, len(data.classes)),
+            "pixel_knn_acc": metrics.knn_accuracy(x_train.flatten(1), y_train, x_test.flatten(1), y_test, s.knn_k,
+                                                  len(data.classes)),
+            "frechet_floor": frechet_floor}
+
+
+def evaluate(model, data: Data, s: EvalSettings, data_root: str, seed: int = 0) -> tuple[dict, torch.Tensor]:
+    """Every metric the model supports (see the module doc): a flat dict of numbers, and the test codes."""
+    model.eval()
+    device = data.test.images.device
+    torch.manual_seed(seed)  # elbo_terms and corrupt draw from the global generator
+    generator = torch.Generator(device=device).manual_seed(seed)
+    n_classes = len(data.classes)
+    n_test = min(s.test_images or len(data.test), len(data.test))
+    n_train = min(s.probe_train_images, len(data.train))
+    out: dict = {"test_images": n_test}
+
+    out.update(reconstruction(model, data.test, n_test))
+    z_test, y_test = encode_split(model, data.test, n_test)
+    z_train, y_train = encode_split(model, data.train, n_train)
+    out["probe_acc"] = metrics.probe_accuracy(z_train, y_train, z_test, y_test, s.probe_steps, s.probe_l2, n_classes)
+    out["knn_acc"] = metrics.knn_accuracy(z_train, y_train, z_test, y_test, s.knn_k, n_classes)
+    classifier, out["classifier_acc"] = load_classifier(data.name, data_root, device, s.classifier_epochs, s.cache_dir)
+    key = (f"{data.name} train={n_train} test={n_test} k={s.knn_k} steps={s.probe_steps} l2={s.probe_l2} "
+           f"frechet={s.frechet_images} classifier=e{s.classifier_epochs}")
+    floors = cached_json(cache_folder(data_root, s.cache_dir) / "floors.json", key,
+                         lambda: pixel_floors(data, s, n_train, n_test, classifier))
+    out.update({k: v for k, v in floors.items() if k != "frechet_floor"})
+    out["jacobian_fro"] = encoder_jacobian(model, data.test, min(s.jacobian_images, n_test))
+
+    if hasattr(model, "elbo_terms"):
+        out.update(likelihood_bounds(model, data.test, min(s.iw_images, len(data.test)), s.iw_samples, s.iw_chunk))
+        out["iw_samples"] = s.iw_samples
+    if hasattr(model, "corrupt"):
+        out.update(reconstruction(model, data.test, n_test, corrupt=model.corrupt))
+    if hasattr(model, "rho"):
+        out["mean_activation"], out["off_fraction"] = metrics.activation_stats(z_test, s.sparse_threshold)
+    if model.has_prior:
+        m = min(s.mmd_images, n_test)
+        with torch.no_grad():
+            out["mmd"] = metrics.mmd_gaussian(z_test[:m], model.sample_prior(m, generator=generator).float())
+
+    n_f = min(s.frechet_images, len(data.test))
+    x_f, y_f = data.test.batch(torch.arange(n_f, device=device))
+    try:
+        samples = draw(model, n_f, generator, y_f if model.conditional else None)
+    except NotImplementedError:
+        samples = None
+    if samples is not None:
+        out["frechet"] = metrics.frechet_distance(features(classifier, samples), features(classifier, x_f))
+        out["frechet_floor"] = floors["frechet_floor"]
+        if model.conditional:
+            per_class = []
+            for c in range(n_classes):
+                y = torch.full((s.label_samples,), c, device=device, dtype=torch.long)
+                with torch.no_grad():
+                    pred = classifier(draw(model, s.label_samples, generator, y)).argmax(1)
+                per_class.append((pred == c).float().mean().item())
+            out["label_acc"] = sum(per_class) / n_classes
+            out["label_acc_per_class"] = per_class
+    return out, (z_test, y_test)
+
+
+# -- outputs ----------------------------------------------------------------------------------------------
+DESCRIPTIONS = {
+    # key: (what it is, the key of its floor or reference)
+    "recon_bce": ("reconstruction, Bernoulli NLL, nats/image (lower is better)", None),
+    "recon_mse": ("reconstruction, squared error summed over pixels", None),
+    "psnr": ("reconstruction PSNR, dB (higher is better)", None),
+    "probe_acc": ("linear probe on codes, test accuracy", "pixel_probe_acc"),
+    "knn_acc": ("kNN on codes, test accuracy", "pixel_knn_acc"),
+    "jacobian_fro": ("mean encoder Jacobian norm ||J_f(x)||_F", None),
+    "elbo": ("ELBO, nats/image", None),
+    "iw_bound": ("importance-weighted bound on log p(x), nats/image", "elbo"),
+    "denoised_psnr": ("PSNR of the reconstruction of a corrupted image", "noisy_psnr"),
+    "mean_activation": ("mean code activation", None),
+    "off_fraction": ("fraction of units with mean activation below the threshold", None),
+    "mmd": ("MMD^2 of test codes to the prior (0 = the same)", None),
+    "frechet": ("Fréchet distance of samples to test images (lower is better)", "frechet_floor"),
+    "label_acc": ("classifier accuracy on samples of each label", "classifier_acc"),
+}
+FLOOR_NAMES = {"pixel_probe_acc": "on pixels", "pixel_knn_acc": "on pixels", "elbo": "ELBO", "noisy_psnr": "noisy input",
+               "frechet_floor": "train vs test", "classifier_acc": "on test images"}
+
+
+def fmt(v) -> str:
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.4g}" if math.isfinite(v) else str(v)
+
+
+def print_table(results: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("reference", justify="right")
+    table.add_column("what it is")
+    for key, (what, ref) in DESCRIPTIONS.items():
+        if key in results:
+            reference = f"{fmt(results[ref])} ({FLOOR_NAMES[ref]})" if ref in results else ""
+            table.add_row(key, fmt(results[key]), reference, what)
+    Console().print(table)
+
+
+def headline(results: dict) -> str:
+    """The few numbers of a run's final summary line: `recon_bce 97.3, psnr 17.2, ...` (keys with or without test_)."""
+    results = {k.removeprefix("test_"): v for k, v in results.items()}
+    return ", ".join(f"{k} {fmt(results[k])}" for k in HEADLINE if k in results)
+
+
+@torch.no_grad()
+def write_pictures(model, data: Data, codes: tuple[torch.Tensor, torch.Tensor], run_dir: Path, seed: int,
+                   ckpt: dict) -> None:
+    """Loss curves, the code scatter, and test-set reconstruction, interpolation and sample grids."""
+    images, plots = run_dir / "images", run_dir / "plots"
+    name = f"{model.name} on {data.name}"
+    if ckpt.get("metrics"):
+        plot_losses(ckpt["metrics"], plots / "loss.png", title=name)
+    z, y = codes
+    axes = ("z1", "z2") if z.shape[1] <= 2 else ("principal component 1 of the codes", "principal component 2")
+    plot_code_scatter(metrics.principal_components(z), y, data.classes, plots / "codes.png",
+                      title=f"test codes: {name}", axes=axes)
+    x, y = data.test.batch(torch.arange(min(32, len(data.test)), device=data.test.images.device))
+    save_grid(recon_pairs(x, model.reconstruct(x, y)), images / "eval_recon.png")
+    x, y = data.test.batch(torch.arange(min(1000, len(data.test)), device=data.test.images.device))
+    save_grid(interpolation_images(model, x, y, 8, seed), images / "eval_interpolation.png", nrow=STEPS)
+    try:
+        samples, nrow = draw_samples(model, 64, seed)
+    except NotImplementedError:
+        return
+    save_grid(samples, images / "eval_samples.png", nrow=nrow)
+
+
+def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto", seed: int | None = None) -> dict:
+    """Evaluate a run folder's best checkpoint (or a checkpoint file): eval.json, pictures, the table.
+    Returns the metrics."""
+    start = time.perf_counter()
+    model, ckpt, run_dir = load_run(str(run), device=device)
+    checkpoint = find_checkpoint(str(run), "best")
+    cfg = ckpt["config"]
+    s = eval_settings(cfg.get("eval"), iw_samples=iw_samples)
+    seed = cfg.get("seed", 0) if seed is None else seed
+    threads = (cfg.get("trainer") or {}).get("num_threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    d = cfg["data"]
+    data = load_data(d["name"], d["root"], resolve_device(device), download=d.get("download", False), val_size=d["val_size"])
+    results, codes = evaluate(model, data, s, d["root"], seed)
+    if s.pictures:
+        write_pictures(model, data, codes, run_dir, seed, ckpt)
+    path = run_dir / "eval.json"
+    record = {"model": model.name, "data": data.name, "checkpoint": str(checkpoint), **results}
+    try:
+        path.write_text(json.dumps(record, indent=1) + "\n")
+    except OSError as e:
+        raise AecliError(f"cannot write {path} ({e.strerror}): the run folder must be writable")
+    print_table(results, f"{model.name} on {data.name}: test set ({time.perf_counter() - start:.1f}s; {path})")
+    return results
+
 
 def evaluate_trained(trainer) -> dict:
-    """Evaluate a just-trained model on the test set; returns the headline metrics."""
-    return {}
+    """Evaluate a just-trained run's best checkpoint on the test set; returns its numbers as test_<metric>."""
+    results = run_eval(trainer.run_dir, device=trainer.device.type)
+    return {f"test_{k}": v for k, v in results.items()}
 
 
-def eval_command(run: str, **kwargs) -> dict:
-    from aecli.errors import AecliError
-
-    raise AecliError("eval is not implemented yet")
+def eval_command(run: str, iw_samples: int | None = None, device: str = "auto", seed: int | None = None) -> dict:
+    """`aecli eval run=PATH [iw_samples=N device=... seed=N]`."""
+    return run_eval(run, iw_samples=iw_samples, device=device, seed=seed)

@@ -36,6 +36,31 @@ def _cat(h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     return h if c is None else torch.cat([h, c.to(h.dtype)], dim=1)
 
 
+def _run(layers: nn.Sequential, h: torch.Tensor, acts: list | None) -> torch.Tensor:
+    """Apply `layers`; when `acts` is a list, append the output of every activation (before any dropout)."""
+    for layer in layers:
+        h = layer(h)
+        if acts is not None and isinstance(layer, _ACTIVATION_TYPES):
+            acts.append(h)
+    return h
+
+
+_ACTIVATION_TYPES = tuple(ACTIVATIONS.values())
+
+
+class TiedLinear(nn.Module):
+    """A decoder layer h -> W^T h + b whose W IS an encoder layer's weight (the same Parameter, transposed on
+    use), with its own bias: tied weights, W' = W^T (Vincent et al. 2010, Sec. 2.3)."""
+
+    def __init__(self, weight: nn.Parameter):
+        super().__init__()
+        self.weight = weight  # shared, not copied: one tensor, one gradient, one optimizer state
+        self.bias = nn.Parameter(torch.zeros(weight.shape[1]))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(h, self.weight.t(), self.bias)
+
+
 class MLPEncoder(nn.Module):
     """x -> flatten -> [Linear -> act] * len(hidden) -> Linear(out_dim). The condition joins the input."""
 
@@ -55,8 +80,8 @@ class MLPEncoder(nn.Module):
     def linears(self) -> list[nn.Linear]:
         return [m for m in self.hidden if isinstance(m, nn.Linear)] + [self.out]
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.out(self.hidden(_cat(x.flatten(1), c)))
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, acts: list | None = None) -> torch.Tensor:
+        return self.out(_run(self.hidden, _cat(x.flatten(1), c), acts))
 
 
 class MLPDecoder(nn.Module):
@@ -76,11 +101,21 @@ class MLPDecoder(nn.Module):
         self.out = nn.Linear(widths[-1], math.prod(image_shape))
 
     @property
-    def linears(self) -> list[nn.Linear]:
-        return [m for m in self.hidden if isinstance(m, nn.Linear)] + [self.out]
+    def linears(self) -> list[nn.Module]:
+        return [m for m in self.hidden if isinstance(m, (nn.Linear, TiedLinear))] + [self.out]
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.out(self.hidden(_cat(z, c))).view(-1, *self.image_shape)
+    def tie_to(self, encoder: MLPEncoder) -> None:
+        """Make every weight the transpose of the mirror encoder weight (W'_l = W_{L-l}^T), sharing storage."""
+        targets = [i for i, m in enumerate(self.hidden) if isinstance(m, nn.Linear)]
+        sources = list(reversed(encoder.linears))
+        if len(sources) != len(targets) + 1 or self.out.weight.shape != sources[-1].weight.t().shape:
+            raise ValueError("tied weights need a decoder that mirrors the encoder exactly")
+        for i, src in zip(targets, sources):
+            self.hidden[i] = TiedLinear(src.weight)
+        self.out = TiedLinear(sources[-1].weight)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, acts: list | None = None) -> torch.Tensor:
+        return self.out(_run(self.hidden, _cat(z, c), acts)).view(-1, *self.image_shape)
 
 
 class ConvEncoder(nn.Module):
@@ -102,8 +137,8 @@ class ConvEncoder(nn.Module):
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.out = nn.Linear(c_in * side * side + cond_dim, out_dim)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.out(_cat(self.features(x), c))
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, acts: list | None = None) -> torch.Tensor:
+        return self.out(_cat(_run(self.features, x, acts), c))
 
 
 class ConvDecoder(nn.Module):
@@ -128,8 +163,19 @@ class ConvDecoder(nn.Module):
             c_in = c_out
         self.features = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.features(self.inp(_cat(z, c)))
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, acts: list | None = None) -> torch.Tensor:
+        return _run(self.features, _run(self.inp, _cat(z, c), acts), acts)
+
+
+def mlp(widths: Sequence[int], act: str) -> nn.Sequential:
+    """Linear layers of the given widths with `act` between them (none after the last): small heads such as
+    the AAE's discriminator."""
+    layers: list[nn.Module] = []
+    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(w_in, w_out))
+        if i < len(widths) - 2:
+            layers.append(activation(act))
+    return nn.Sequential(*layers)
 
 
 def build_encoder(net, out_dim: int, cond_dim: int = 0, dropout: float = 0.0) -> nn.Module:

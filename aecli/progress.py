@@ -17,14 +17,29 @@ def interactive() -> bool:
     return sys.stdout.isatty()
 
 
+def sweep_job() -> int | None:
+    """The job's number inside a multirun (Hydra sets it before it configures the job's logging), else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except ValueError:  # not inside a Hydra job
+        return None
+    return hc.job.num if hc.mode == RunMode.MULTIRUN else None
+
+
 def console_handler() -> logging.Handler:
-    """The console log handler (Hydra's job_logging points here): rich on a terminal, plain otherwise."""
-    if interactive():
+    """The console log handler (Hydra's job_logging points here): rich on a terminal, plain otherwise.
+
+    In a sweep every line starts with the job number, so jobs running side by side stay legible."""
+    job = sweep_job()
+    if interactive() and job is None:
         from rich.logging import RichHandler
 
         return RichHandler(show_time=False, show_level=False, show_path=False, markup=False)
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(logging.Formatter("%(message)s" if job is None else f"[job {job}] %(message)s"))
     return handler
 
 

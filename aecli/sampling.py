@@ -1,4 +1,9 @@
-"""`aecli sample`: load a finished run's best checkpoint and write a grid of samples from its prior."""
+"""`aecli sample`: load a finished run's best checkpoint and write a grid of images.
+
+    mode=prior        samples from the model's prior (one row per class for a conditional model)
+    mode=interpolate  each row decodes (1 - t) z_a + t z_b, t = 0 .. 1, between the codes of two test images
+    mode=traverse     each row moves one latent dimension of a test image's code across its range
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from aecli.errors import AecliError
 from aecli.plots import save_grid
 
 N_CLASSES = 10
+MODES = ("prior", "interpolate", "traverse")
+STEPS = 8  # images per row of an interpolation or traversal
+RANGE_IMAGES = 1000  # test images whose codes set each latent dimension's traversal range
 
 
 @torch.no_grad()
@@ -36,6 +44,58 @@ def draw_samples(model, n: int, seed: int, label: int | None = None) -> tuple[to
     return model.sample(len(y), y=y, generator=generator), per_class
 
 
+def pick_pairs(y: torch.Tensor, rows: int, conditional: bool, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (a, b) of `rows` random pairs; b has a's label when the model is conditional (one y per row)."""
+    perm = torch.randperm(len(y), generator=generator, device=generator.device).to(y.device)
+    a, rest = perm[:rows], perm[rows:]
+    if not conditional:
+        return a, rest[:rows]
+    b = torch.stack([rest[(y[rest] == y[i]).nonzero()[0, 0]] for i in a])
+    return a, b
+
+
+@torch.no_grad()
+def interpolation_images(model, x: torch.Tensor, y: torch.Tensor, rows: int, seed: int,
+                         steps: int = STEPS) -> torch.Tensor:
+    """rows x steps images: row r decodes (1 - t) f(x_a) + t f(x_b) for t = 0, 1/(steps-1), .., 1, for a random
+    pair (a, b) of the images x (of the same label for a conditional model, which decodes with that label)."""
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    a, b = pick_pairs(y, rows, model.conditional, g)
+    t = torch.linspace(0, 1, steps, device=x.device)[None, :, None]
+    z_a, z_b = model.encode(x[a], y[a]), model.encode(x[b], y[b])
+    z = ((1 - t) * z_a[:, None] + t * z_b[:, None]).flatten(0, 1)
+    return model.mean_image(model.decode(z, y[a].repeat_interleave(steps)))
+
+
+@torch.no_grad()
+def traversal_images(model, x: torch.Tensor, y: torch.Tensor, rows: int, seed: int,
+                     steps: int = STEPS) -> torch.Tensor:
+    """rows x steps images: the code of one random image x_i with dimension j = row set to `steps` values
+    from the 2nd to the 98th percentile of that dimension over the codes of x (so the range fits any model)."""
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    i = torch.randint(len(x), (1,), generator=g, device=x.device).to(y.device)
+    codes = model.encode(x[:RANGE_IMAGES], y[:RANGE_IMAGES])
+    lo, hi = codes.quantile(0.02, dim=0), codes.quantile(0.98, dim=0)
+    rows = min(rows, codes.shape[1])
+    z = model.encode(x[i], y[i]).repeat(rows * steps, 1)
+    for j in range(rows):
+        z[j * steps:(j + 1) * steps, j] = torch.linspace(lo[j].item(), hi[j].item(), steps, device=z.device)
+    return model.mean_image(model.decode(z, y[i].repeat(rows * steps)))
+
+
+def load_test_images(config: dict, device: torch.device, label: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's official test images (float in [0, 1]) and labels on the device, only `label`'s when given."""
+    from aecli.data import load_raw
+
+    d = config["data"]
+    _, (images, labels) = load_raw(d["name"], d["root"], download=d.get("download", False))
+    if label is not None:
+        if not 0 <= label < N_CLASSES:
+            raise AecliError(f"label={label} is out of range: allowed 0..{N_CLASSES - 1}")
+        images, labels = images[labels == label], labels[labels == label]
+    return images.unsqueeze(1).to(device).float().div_(255.0), labels.to(torch.int64).to(device)
+
+
 def load_run(run: str, which: str = "best", device: str = "auto"):
     """(model in eval mode on the device, checkpoint dict, run folder) for a run folder or checkpoint file."""
     path = find_checkpoint(run, which)
@@ -53,13 +113,22 @@ def load_run(run: str, which: str = "best", device: str = "auto"):
 
 
 def sample_command(run: str, n: int = 64, out: str | None = None, seed: int = 0,
-                   label: int | None = None, device: str = "auto") -> Path:
+                   label: int | None = None, device: str = "auto", mode: str = "prior") -> Path:
+    """Write a grid of n images: prior samples, interpolations or traversals (n // 8 rows of 8; see the module doc)."""
     if n < 1:
         raise AecliError(f"n={n} is not allowed: n must be an integer >= 1")
-    model, _, run_dir = load_run(run, device=device)
-    images, nrow = draw_samples(model, n, seed, label)
-    target = Path(out) if out else run_dir / "images" / (f"samples_label{label}_seed{seed}.png" if label is not None
-                                                         else f"samples_seed{seed}.png")
+    if mode not in MODES:
+        raise AecliError(f"mode={mode!r} is not allowed: mode must be one of {', '.join(MODES)}")
+    model, ckpt, run_dir = load_run(run, device=device)
+    if mode == "prior":
+        images, nrow = draw_samples(model, n, seed, label)
+        name = f"samples_label{label}_seed{seed}.png" if label is not None else f"samples_seed{seed}.png"
+    else:
+        x, y = load_test_images(ckpt["config"], resolve_device(device), label)
+        make = interpolation_images if mode == "interpolate" else traversal_images
+        images, nrow = make(model, x, y, max(1, n // STEPS), seed), STEPS
+        name = f"{mode}{'' if label is None else f'_label{label}'}_seed{seed}.png"
+    target = Path(out) if out else run_dir / "images" / name
     try:
         return save_grid(images, target, nrow=nrow)
     except OSError as e:

@@ -4,8 +4,13 @@
         for idx in batcher:          x, y = train[idx]  (uint8 on the device -> float per batch)
             terms = model.train_step(x, y, optimizers)       # the model's hook: one or several phases
             sums += terms                                     # on the device: no host sync
-            every log_every steps: read the running mean once  # the only syncs in the loop
+            every log_every steps: read the running mean once  # the only syncs in the loop (CUDA)
         validate, fit the code prior, write metrics.csv, images, last.pt and best.pt
+
+Never lose a run (docs/robustness.md): `resume=` restores everything the loop depends on (weights,
+optimizers, RNG states, the batcher's position, the epoch's partial sums), so an interrupted run resumed
+ends bitwise equal to the run left alone on the CPU; Ctrl-C or SIGTERM finishes the step, writes last.pt
+and exits 130 or 143; a non-finite loss stops the run within a step and never reaches a checkpoint.
 
 The trainer sums nothing itself: it logs whatever terms the model returns. `val_recon` is measured the
 same way for every model (Bernoulli cross-entropy of the mean reconstruction, nats per image), so runs
@@ -17,17 +22,24 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
+import shlex
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
-from aecli.checkpoint import save_atomic
+from omegaconf import OmegaConf
+
+from aecli.checkpoint import find_checkpoint, load_checkpoint, load_model_state, save_atomic
 from aecli.config import build_model, plain, resolve_device, validate
 from aecli.data import Batcher, Data, Split, load_data
 from aecli.errors import AecliError
+from aecli.loggers import make_logger
 from aecli.models.base import bernoulli_nll_of_probs
 from aecli.plots import plot_losses, recon_pairs, save_grid
 from aecli.progress import EpochProgress, interactive
@@ -39,12 +51,122 @@ EVAL_BATCH = 1000  # images per forward pass when validating
 PRIOR_FIT_IMAGES = 10000  # training images whose codes fit a code prior (models without one)
 
 
+# Keys a resume may change; any other key given with resume= must equal the checkpoint's (bitwise resumes
+# need the same threads too, but a new machine may need another count).
+RESUMABLE = ("epochs", "device", "data.root", "data.download", "trainer.progress", "trainer.num_threads",
+             "trainer.log_every", "eval", "logger")
+STOP_AT_STEP = "AECLI_STOP_AT_STEP"  # testing hook: behave as if SIGTERM arrived during this step
+
+
 class NonFiniteLoss(AecliError):
+    """A NaN or inf loss or weight: `what` went bad; the run stops and its last good checkpoint stays."""
+
     exit_code = 3
+
+    def __init__(self, what: str, lr: float):
+        super().__init__(f"{what}: training stopped and the last good checkpoint is kept; try a lower lr than "
+                         f"{lr:g}, e.g. lr={lr / 10:g}")
+
+
+class Interrupted(AecliError):
+    """Ctrl-C or SIGTERM: the step finished and last.pt was written; the exit code is 128 + the signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class FiniteGuard:
+    """Watches every loss term for NaN or inf without a host sync per step.
+
+    `update` records on the device the first step whose terms were not all finite, and their values;
+    `check` reads that record (every step on the CPU, where reading is free; at the log_every sync points,
+    before every checkpoint and at epoch end on CUDA) and raises NonFiniteLoss naming the step and term.
+    """
+
+    def __init__(self, device: torch.device, lr: float):
+        self.lr = lr
+        self.first_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.names: list[str] = []
+        self.values: torch.Tensor | None = None
+
+    def update(self, terms: dict[str, torch.Tensor], step: int) -> None:
+        values = torch.stack([v.detach().float() for v in terms.values()])
+        if self.values is None or len(self.names) != len(values):
+            self.names, self.values = list(terms), torch.zeros_like(values)
+        first = (self.first_step < 0) & ~torch.isfinite(values).all()
+        self.first_step = torch.where(first, step, self.first_step)
+        self.values = torch.where(first, values, self.values)
+
+    def check(self, epoch: int) -> None:
+        step = int(self.first_step)
+        if step < 0:
+            return
+        values = self.values.tolist()
+        i = next(i for i, v in enumerate(values) if not math.isfinite(v))
+        raise NonFiniteLoss(f"the loss term {self.names[i]!r} became {values[i]} at step {step} (epoch {epoch})",
+                            self.lr)
 
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
+
+
+def rng_state(device: torch.device) -> dict:
+    """torch's global generators (the DAE's noise and the VAE's eps are drawn from them)."""
+    return {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if device.type == "cuda" else {})}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _select(cfg, key: str):
+    return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+
+
+def _short(value) -> str:
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        value = value.get("_target_", value.get("name", value))
+    return str(value)
+
+
+def resume_config(cfg: DictConfig, ckpt: dict, path: Path, overrides: list[str]) -> DictConfig:
+    """The checkpoint's config, with the RESUMABLE keys the user gave (`epochs=20` to train longer).
+
+    Any other key given with resume= must equal the checkpoint's: a resume continues the run as configured.
+    """
+    merged = OmegaConf.create(ckpt["config"])
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o} - {"resume"}
+    for key in sorted(given):
+        new = _select(cfg, key)
+        if key.split(".")[0] in RESUMABLE or key in RESUMABLE:
+            OmegaConf.update(merged, key, OmegaConf.to_container(new, resolve=True) if OmegaConf.is_config(new)
+                             else new, force_add=True)
+            continue
+        old = _select(merged, key)
+        same = (OmegaConf.to_container(new, resolve=True) if OmegaConf.is_config(new) else new) == \
+            (OmegaConf.to_container(old, resolve=True) if OmegaConf.is_config(old) else old)
+        if not same:
+            raise AecliError(f"resume continues a run as it was configured: {key}={_short(new)} differs from the "
+                             f"checkpoint's {key}={_short(old)} ({path}); only {', '.join(RESUMABLE)} may change")
+    merged.resume = str(path)
+    return merged
+
+
+class RunFolderTaken(AecliError):
+    """A new run was pointed at a folder that already holds a run."""
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A new run never writes into a folder that already holds a run."""
+    if any((run_dir / name).exists() for name in ("checkpoints", "metrics.csv", "status.json")):
+        raise RunFolderTaken(f"run folder {run_dir} already holds a run: a new run never writes into it; choose another "
+                         f"hydra.run.dir, or continue that run with: aecli train resume={shlex.quote(str(run_dir))}")
 
 
 @torch.no_grad()
@@ -91,12 +213,65 @@ class Trainer:
         seed_everything(cfg.seed)
         self.model = build_model(cfg).to(self.device)
         self.optimizers = self.model.configure_optimizers(cfg.lr, cfg.trainer.optimizer, cfg.trainer.weight_decay)
+        if cfg.trainer.compile:  # the loss, forward and (AOTAutograd) backward, as fused kernels; weights untouched
+            self.model.loss = torch.compile(self.model.loss)
         self.data: Data | None = None
         self.rows: list[dict] = []
         self.epoch = 0
         self.step = 0
         self.best_val = math.inf
+        self.best_epoch = 0
         self.batcher: Batcher | None = None
+        self.logger = make_logger(cfg, self.run_dir)  # logger=csv|tensorboard (aecli/loggers.py)
+        self.guard = FiniteGuard(self.device, cfg.lr)
+        self.check_every_step = self.device.type == "cpu"  # free on the CPU; a host sync on CUDA
+        self.partial: dict | None = None  # a mid-epoch checkpoint's partial epoch, to continue
+        self.pending_rng: dict | None = None  # RNG states to restore where that checkpoint was taken
+        self.stop_signal: int | None = None
+        self.stop_at_step = int(os.environ.get(STOP_AT_STEP) or 0)
+
+    # -- resume ------------------------------------------------------------------------------------
+    @classmethod
+    def resume(cls, cfg: DictConfig, run_dir: Path, overrides: list[str] = (), multirun: bool = False) -> Trainer:
+        """A trainer in the state of `cfg.resume` (a run folder, whose last.pt is used, or a checkpoint)."""
+        path = find_checkpoint(cfg.resume, "last")
+        ckpt = load_checkpoint(path)
+        cfg = resume_config(cfg, ckpt, path, list(overrides))
+        trainer = cls(cfg, run_dir, multirun=multirun)
+        trainer.load_state(ckpt, path)
+        return trainer
+
+    def load_state(self, ckpt: dict, path: Path) -> None:
+        """Restore everything the loop depends on, so the run continues as if never stopped."""
+        saved_device = ckpt.get("device", "cpu")
+        if saved_device != self.device.type:
+            raise AecliError(f"checkpoint {path} was trained on {saved_device} and this resume runs on "
+                             f"{self.device.type}: resume on the same device (device={saved_device})")
+        done = ckpt["epoch"] if ckpt.get("partial") is None else ckpt["epoch"] - 1
+        if done >= self.cfg.epochs:
+            raise AecliError(f"run of {path} has finished {done} of epochs={self.cfg.epochs}: give a larger "
+                             f"epochs=N with resume= to train it longer")
+        load_model_state(self.model, plain(self.cfg), ckpt, path)
+        saved = ckpt.get("optimizers") or {}
+        if set(saved) != set(self.optimizers):
+            raise AecliError(f"checkpoint {path} has optimizers {sorted(saved)} but model {self.model.name} "
+                             f"uses {sorted(self.optimizers)}")
+        for name, opt in self.optimizers.items():
+            try:
+                opt.load_state_dict(saved[name])
+            except (ValueError, KeyError) as e:
+                raise AecliError(f"checkpoint {path}: optimizer {name!r} does not fit this model ({e})") from None
+        self.epoch, self.step, self.rows = int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["metrics"])
+        self.best_val, self.best_epoch = float(ckpt["best_val"]), int(ckpt.get("best_epoch", 0))
+        if self.data is None:
+            self.load_data()
+        self.batcher.load_state_dict(ckpt["batcher"])
+        self.partial = ckpt.get("partial")
+        if self.partial is None:  # taken after an epoch ended: restore now, before the next epoch starts
+            set_rng_state(ckpt["rng"], self.device)
+        else:  # taken after a step: restore after on_epoch_start, where the step loop goes on
+            self.pending_rng = ckpt["rng"]
+        log.info(f"resuming {path} at epoch {self.epoch}, step {self.step}")
 
     # -- set-up ------------------------------------------------------------------------------------
     def load_data(self) -> Data:
@@ -121,22 +296,36 @@ class Trainer:
         log.info(f"model {self.model.name} ({n_params:,} parameters, net={cfg.net.name}, latent_dim={cfg.latent_dim}, "
                  f"lambda={cfg['lambda']}) on {self.device.type}; data {cfg.data.name}: {len(self.data.train)} train, "
                  f"{len(self.data.val)} val images; run folder {self.run_dir}")
-        while self.epoch < cfg.epochs:
-            self.epoch += 1
-            self.model.on_epoch_start(self.epoch)
-            train_terms, progress = self.train_epoch()
-            row = self.end_epoch(train_terms, progress)
-            log.info(self.epoch_line(row))
+        with self.catch_signals():
+            while self.epoch < cfg.epochs or self.partial is not None:
+                partial, self.partial = self.partial, None
+                if partial is None:
+                    self.epoch += 1
+                self.model.on_epoch_start(self.epoch)
+                if self.pending_rng is not None:
+                    set_rng_state(self.pending_rng, self.device)
+                    self.pending_rng = None
+                train_terms, progress = self.train_epoch(partial)
+                row = self.end_epoch(train_terms, progress)
+                log.info(self.epoch_line(row))
+                if self.stop_signal:  # arrived during validation: last.pt of this epoch is written
+                    raise self.interrupted(f"at the end of epoch {self.epoch}")
         plot_losses(self.rows, self.run_dir / "plots" / "loss.png", title=f"{self.model.name} on {cfg.data.name}")
         log.info(f"done: best val_loss {self.best_val:.4f} (epoch {self.best_epoch}); run folder {self.run_dir}")
         return self.best_val
 
-    def train_epoch(self) -> tuple[dict[str, float], EpochProgress]:
+    def train_epoch(self, partial: dict | None = None) -> tuple[dict[str, float], EpochProgress]:
+        """One pass over the batcher (or the rest of one, continuing a mid-epoch checkpoint's `partial`)."""
         model, data, log_every = self.model, self.data, self.cfg.trainer.log_every
         model.train()
         sums: dict[str, torch.Tensor] = {}
         count = 0
-        with EpochProgress(self.epoch, self.cfg.epochs, len(self.batcher), self.bar) as progress:
+        progress = EpochProgress(self.epoch, self.cfg.epochs, len(self.batcher), self.bar)
+        if partial is not None:
+            sums = {k: v.to(self.device) for k, v in partial["sums"].items()}
+            count, progress.images = partial["count"], partial["images"]
+            progress.start -= partial["seconds"]
+        with progress:
             for idx in self.batcher:
                 x, y = data.train.batch(idx)
                 with self.autocast():
@@ -145,42 +334,87 @@ class Trainer:
                     sums[k] = sums[k] + v.float() if k in sums else v.float()
                 count += 1
                 self.step += 1
+                self.guard.update(terms, self.step)
                 progress.step(len(idx))
+                if self.check_every_step or count % log_every == 0:
+                    self.guard.check(self.epoch)
                 if count % log_every == 0:
-                    running = self.check_finite({k: v.item() / count for k, v in sums.items()})
+                    running = dict(zip(sums, (torch.stack(list(sums.values())) / count).tolist()))  # one read
                     progress.show_loss(running["loss"])
-            means = self.check_finite({k: v.item() / max(count, 1) for k, v in sums.items()})
+                    self.logger.log_step(self.step, running)
+                if self.stop_signal or self.step == self.stop_at_step:
+                    self.stop_signal = self.stop_signal or signal.SIGTERM
+                    self.save("last.pt", partial={"sums": {k: v.cpu() for k, v in sums.items()}, "count": count,
+                                                  "images": progress.images, "seconds": progress.seconds})
+                    raise self.interrupted(f"after step {self.step} (epoch {self.epoch}, batch {count}/"
+                                           f"{len(self.batcher)})")
+            self.guard.check(self.epoch)
+            means = {k: v.item() / max(count, 1) for k, v in sums.items()}
         return means, progress
 
-    def check_finite(self, means: dict[str, float]) -> dict[str, float]:
-        bad = [k for k, v in means.items() if not math.isfinite(v)]
-        if not bad:
-            return means
-        raise NonFiniteLoss(f"the loss term {bad[0]!r} became {means[bad[0]]} by step {self.step} "
-                            f"(epoch {self.epoch}): training stopped, the last good checkpoint is kept; "
-                            f"try a lower lr (now {self.cfg.lr})")
+    # -- interrupts --------------------------------------------------------------------------------
+    @contextmanager
+    def catch_signals(self):
+        """Ctrl-C or SIGTERM sets a flag the loop reads after each step; a second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.stop_signal:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            log.warning(f"{signal.Signals(signum).name}: finishing the current step, then writing "
+                        f"checkpoints/last.pt (send it again to stop at once)")
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def interrupted(self, where: str) -> Interrupted:
+        name = signal.Signals(self.stop_signal).name
+        return Interrupted(f"{name} {where}: wrote {self.run_dir / 'checkpoints' / 'last.pt'}; continue with: "
+                           f"aecli train resume={shlex.quote(str(self.run_dir))}", self.stop_signal)
 
     def end_epoch(self, train_terms: dict[str, float], progress: EpochProgress) -> dict:
         model, data = self.model, self.data
         seconds = progress.seconds
         fit_code_prior(model, data.train)
         val = evaluate_split(model, data.val)
+        bad = [k for k, v in val.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLoss(f"the validation term {bad[0]!r} became {val[bad[0]]} after epoch {self.epoch} "
+                                f"(step {self.step})", self.cfg.lr)
+        # val_recon is the comparable number (the same measure for every model); the model's own
+        # reconstruction term, in its own likelihood's units, is kept as val_recon_term.
+        val["recon_term"] = val.pop("recon", None)
         row = {"epoch": self.epoch, "step": self.step, "train_loss": train_terms["loss"], "val_loss": val["loss"],
                "val_recon": val.pop("recon_bce")}
         row.update({f"train_{k}": v for k, v in train_terms.items() if k != "loss"})
-        row.update({f"val_{k}": v for k, v in val.items() if k != "loss"})
+        row.update({f"val_{k}": v for k, v in val.items() if k != "loss" and v is not None})
         row.update({"seconds": round(seconds, 3), "images_per_s": round(progress.images / max(seconds, 1e-9), 1)})
         self.rows.append(row)
+        self.logger.log_epoch(self.epoch, row)
         self.write_metrics()
         self.write_images()
         improved = row["val_loss"] < self.best_val
         if improved:
             self.best_val, self.best_epoch = row["val_loss"], self.epoch
-        state = self.checkpoint()
-        save_atomic(state, self.run_dir / "checkpoints" / "last.pt")
-        if improved:
-            save_atomic(state, self.run_dir / "checkpoints" / "best.pt")
+        self.save("last.pt", *(["best.pt"] if improved else []))
         return row
+
+    def save(self, *names: str, partial: dict | None = None) -> None:
+        """Write the checkpoint under each name, atomically; never one with non-finite weights."""
+        self.guard.check(self.epoch)
+        weights = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        if weights and not torch.stack([torch.isfinite(t).all() for t in weights]).all():
+            raise NonFiniteLoss(f"the weights became non-finite by step {self.step} (epoch {self.epoch})", self.cfg.lr)
+        state = self.checkpoint(partial)
+        for name in names:
+            save_atomic(state, self.run_dir / "checkpoints" / name)
 
     # -- outputs -----------------------------------------------------------------------------------
     def epoch_line(self, row: dict) -> str:
@@ -202,34 +436,52 @@ class Trainer:
         model, images = self.model, self.run_dir / "images"
         model.eval()
         x, y = self.data.val.batch(torch.arange(min(32, len(self.data.val)), device=self.device))
-        save_grid(recon_pairs(x, model.reconstruct(x, y)), images / f"recon_epoch_{self.epoch:03d}.png")
+        recon = recon_pairs(x, model.reconstruct(x, y))
+        save_grid(recon, images / f"recon_epoch_{self.epoch:03d}.png")
         samples, nrow = draw_samples(model, 64, seed=self.cfg.seed)
         save_grid(samples, images / f"samples_epoch_{self.epoch:03d}.png", nrow=nrow)
+        self.logger.log_images(self.epoch, {"recon": recon, "samples": samples})
         model.train()
 
-    def checkpoint(self) -> dict:
+    def checkpoint(self, partial: dict | None = None) -> dict:
+        """Everything a resume needs; `partial` (the epoch's sums so far) marks a mid-epoch checkpoint."""
         return {
             "model": self.model.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "epoch": self.epoch,
             "step": self.step,
             "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
             "config": plain(self.cfg),
             "metrics": self.rows,
             "batcher": self.batcher.state_dict(),
-            "rng": {"cpu": torch.get_rng_state(),
-                    **({"cuda": torch.cuda.get_rng_state()} if self.device.type == "cuda" else {})},
+            "rng": rng_state(self.device),
+            "device": self.device.type,
+            "partial": partial,
         }
 
 
-def train(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> float:
-    """Train one run; returns the best validation loss (what a sweeper minimizes)."""
+def train(cfg: DictConfig, run_dir: Path, multirun: bool = False, overrides: list[str] = ()) -> float:
+    """Train one run, or continue `cfg.resume` given the user's `overrides`; returns the best validation loss."""
     start = time.perf_counter()
-    trainer = Trainer(cfg, run_dir, multirun=multirun)
+    run_dir = Path(run_dir)
+    if cfg.get("resume"):
+        trainer = Trainer.resume(cfg, run_dir, overrides, multirun=multirun)
+        own = Path(trainer.cfg.resume).resolve().parent.parent
+        if own != run_dir.resolve():
+            check_new_run_dir(run_dir)
+            log.info(f"continuing {trainer.cfg.resume} in a new run folder {run_dir}")
+    else:
+        check_new_run_dir(run_dir)
+        trainer = Trainer(cfg, run_dir, multirun=multirun)
     best = trainer.fit()
+    final = {"best_val_loss": best}
+    summary = ""
     if cfg.eval.at_end:
-        from aecli.evaluate import evaluate_trained
+        from aecli.evaluate import evaluate_trained, headline
 
-        evaluate_trained(trainer)
-    log.info(f"finished in {time.perf_counter() - start:.1f}s")
+        final.update(evaluate_trained(trainer))
+        summary = f"; test: {headline(final)}"
+    trainer.logger.close(final)
+    log.info(f"finished in {time.perf_counter() - start:.1f}s{summary}")
     return best

@@ -71,3 +71,59 @@ def test_missing_files_offline_name_the_folder_and_the_fix(tmp_path):
 def test_unknown_data_set_is_refused(tmp_path):
     with pytest.raises(AecliError, match="allowed mnist, fashion_mnist"):
         load_data("cifar", tmp_path, torch.device("cpu"))
+
+
+# -- corrupt files: each names the file, in one line ------------------------------------------------------
+def corrupt_root(data_root, tmp_path, stem: str, content: bytes | None, gz: bytes | None = None):
+    """A data root whose MNIST files are the real ones except `stem` (given `content`, or only a `.gz`)."""
+    load_data("mnist", data_root, torch.device("cpu"), download=False, limit=1)  # the real files extracted
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for other in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                  "t10k-labels-idx1-ubyte"):
+        if other != stem:
+            (raw / other).symlink_to(data_root / "MNIST" / "raw" / other)
+    if content is not None:
+        (raw / stem).write_bytes(content)
+    if gz is not None:
+        (raw / f"{stem}.gz").write_bytes(gz)
+    return tmp_path / "root", raw
+
+
+def real_bytes(data_root, stem: str) -> bytes:
+    return (data_root / "MNIST" / "raw" / stem).read_bytes()
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("magic", "magic number 2051, expected 2049"), ("longer", "has the wrong size"),
+    ("body", "has the wrong size"), ("header", "is truncated (3 bytes)"),
+])
+def test_a_corrupt_idx_file_is_named(data_root, tmp_path, case, expect):
+    good = real_bytes(data_root, "t10k-labels-idx1-ubyte")
+    content = {"magic": (2051).to_bytes(4, "big") + good[4:], "longer": good + b"\0" * 10,
+               "body": good[:-100], "header": good[:3]}[case]
+    root, raw = corrupt_root(data_root, tmp_path, "t10k-labels-idx1-ubyte", content)
+    with pytest.raises(AecliError) as err:
+        load_data("mnist", root, torch.device("cpu"), download=False)
+    message = str(err.value)
+    assert f"data file {raw / 't10k-labels-idx1-ubyte'}" in message and expect in message and "\n" not in message
+
+
+@pytest.mark.parametrize("case", ["garbage", "truncated"])
+def test_a_corrupt_gz_file_is_named(data_root, tmp_path, case):
+    import gzip
+
+    packed = gzip.compress(real_bytes(data_root, "t10k-labels-idx1-ubyte"))
+    gz = b"not a gzip file at all" if case == "garbage" else packed[: len(packed) // 2]
+    root, raw = corrupt_root(data_root, tmp_path, "t10k-labels-idx1-ubyte", None, gz=gz)
+    with pytest.raises(AecliError, match=f"data file {raw / 't10k-labels-idx1-ubyte.gz'} is not a valid gzip file"):
+        load_data("mnist", root, torch.device("cpu"), download=False)
+    assert not (raw / "t10k-labels-idx1-ubyte").exists()  # no half-extracted file left behind
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(packed)  # a good .gz is extracted and used
+    assert load_data("mnist", root, torch.device("cpu"), download=False, limit=1).test.labels[0] == 7
+
+
+def test_a_data_folder_that_cannot_be_written_is_named(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AecliError, match=f"cannot create the data folder {tmp_path / 'file' / 'data'}"):
+        load_data("mnist", tmp_path / "file" / "data", torch.device("cpu"), download=True)

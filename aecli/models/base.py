@@ -100,12 +100,19 @@ class Autoencoder(nn.Module):
         """Called with training codes when an epoch ends; models without a prior fit one here."""
 
 
+def check_choice(key: str, value, allowed) -> None:
+    """Refuse a model option outside its allowed values (from the CLI, config.validate says it first)."""
+    if value not in allowed:
+        raise ValueError(f"model.{key}={value!r}: allowed {', '.join(allowed)}")
+
+
 def make_optimizer(params, lr: float, name: str = "adam", weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """Adam or AdamW (the seeds use both); fused kernels on CUDA."""
+    """Adam or AdamW (the seeds use both), fused: one kernel per parameter on the CPU and on CUDA (on the
+    CPU torch's default is a loop of ~10 elementwise passes per parameter, 5x slower; benchmarks/README.md)."""
     params = list(params)
-    fused = bool(params) and params[0].is_cuda
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) or None
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     raise ValueError(f"unknown optimizer {name!r}")

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from aecli.models.base import Autoencoder, bernoulli_nll
+from aecli.models.base import Autoencoder, bernoulli_nll, check_choice
 from aecli.nets import build_decoder, build_encoder
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
@@ -48,8 +48,7 @@ class VAE(Autoencoder):
     def __init__(self, net, latent_dim: int, lam: float = 1.0, likelihood: str = "bernoulli",
                  kl_warmup_epochs: int = 0, cond_dim: int = 0):
         super().__init__(net, latent_dim, lam)
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"model.likelihood={likelihood!r}: allowed {', '.join(LIKELIHOODS)}")
+        check_choice("likelihood", likelihood, LIKELIHOODS)
         self.likelihood = likelihood
         self.kl_warmup_epochs = int(kl_warmup_epochs)
         self.encoder = build_encoder(net, 2 * self.latent_dim, cond_dim=cond_dim)

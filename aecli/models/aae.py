@@ -1,0 +1,125 @@
+"""Adversarial autoencoder (Makhzani, Shlens, Jaitly, Goodfellow & Frey 2015, "Adversarial Autoencoders").
+
+A deterministic autoencoder z = f(x), x_hat = g(z), whose aggregated posterior q(z) is matched to a prior
+p(z) by a GAN (Goodfellow et al. 2014) played on the code: a discriminator D(z) tells prior samples
+("real") from codes ("fake"), and the encoder, the GAN's generator, learns to fool it (Sec. 2). Each batch
+runs three phases, each with its own optimizer (Sec. 2.1):
+
+    1. reconstruction  (encoder, decoder):  L_rec  = -log p(x | g(f(x)))                      [recon]
+    2. regularization  (discriminator):     L_D    = -log D(z') - log(1 - D(f(x))),  z' ~ p(z) [disc_loss]
+    3. regularization  (encoder):           L_G    = -log D(f(x))   (non-saturating)           [gen]
+
+The encoder's phase-3 loss is weighted by lambda: lambda * L_G. This regularizer is the adversarial (GAN)
+loss, not a KL divergence. `loss(x, y)` (validation) is L_rec + lambda * L_G, with the discriminator's loss
+and its accuracy `disc_acc` (the fraction of prior samples and codes it classifies right) beside it.
+
+`prior`: gaussian, N(0, I); or mixture, 10 Gaussians on a ring in the first two code dimensions (Fig. 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from aecli.models.base import Autoencoder, bernoulli_nll, check_choice, make_optimizer
+from aecli.models.prior import GaussianMixture
+from aecli.nets import build_decoder, build_encoder, mlp
+
+PRIORS = ("gaussian", "mixture")
+MIXTURE_COMPONENTS = 10
+
+
+class AAE(Autoencoder):
+    name = "aae"
+    has_prior = True
+
+    def __init__(self, net, latent_dim: int, lam: float = 1.0, prior: str = "gaussian",
+                 disc_hidden: Sequence[int] = (256, 256)):
+        super().__init__(net, latent_dim, lam)
+        check_choice("prior", prior, PRIORS)
+        self.prior_name = prior
+        self.encoder = build_encoder(net, self.latent_dim)
+        self.decoder = build_decoder(net, self.latent_dim)
+        # D(z): the logit of "z was drawn from the prior"; ReLU hidden layers as in the paper (Sec. 4)
+        self.discriminator = mlp([self.latent_dim, *disc_hidden, 1], "relu")
+        self.prior = (GaussianMixture.ring(MIXTURE_COMPONENTS, self.latent_dim) if prior == "mixture"
+                      else GaussianMixture(1, self.latent_dim))  # one component at N(0, I)
+
+    def encode(self, x, y=None):
+        return self.encoder(x)
+
+    def decode(self, z, y=None):
+        return self.decoder(z)
+
+    def sample_prior(self, n, generator=None):
+        return self.prior.sample(n, generator)
+
+    # -- the three losses --------------------------------------------------------------------------
+    def recon_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """L_rec: the Bernoulli negative log-likelihood, nats per image."""
+        return bernoulli_nll(self.decoder(self.encoder(x)), x).mean()
+
+    def disc_terms(self, z_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_D = BCE(D(z'), 1) + BCE(D(z), 0) for prior samples z' and codes z, and D's accuracy."""
+        z_real = self.prior.sample(len(z_fake)).to(z_fake.dtype)
+        d_real, d_fake = self.discriminator(z_real), self.discriminator(z_fake)
+        disc_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                     + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        disc_acc = 0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean())
+        return disc_loss, disc_acc
+
+    def gen_loss(self, z: torch.Tensor) -> torch.Tensor:
+        """L_G = BCE(D(f(x)), 1) = -log D(f(x)): small when the codes pass for prior samples."""
+        d_fake = self.discriminator(z)
+        return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+
+    def loss(self, x, y=None):
+        z = self.encoder(x)
+        recon = bernoulli_nll(self.decoder(z), x).mean()
+        gen = self.gen_loss(z)
+        disc_loss, disc_acc = self.disc_terms(z)
+        return {"loss": recon + self.lam * gen, "recon": recon, "gen": gen, "disc_loss": disc_loss,
+                "disc_acc": disc_acc}
+
+    # -- training: three phases, three optimizers ----------------------------------------------------
+    def configure_optimizers(self, lr, optimizer="adam", weight_decay=0.0):
+        autoencoder = [*self.encoder.parameters(), *self.decoder.parameters()]
+        return {"ae": make_optimizer(autoencoder, lr, optimizer, weight_decay),
+                "disc": make_optimizer(self.discriminator.parameters(), lr, optimizer, weight_decay),
+                "gen": make_optimizer(self.encoder.parameters(), lr, optimizer, weight_decay)}
+
+    @staticmethod
+    def _step(opt: torch.optim.Optimizer, objective: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        objective.backward()
+        opt.step()
+
+    def reconstruction_phase(self, x, optimizers) -> torch.Tensor:
+        recon = self.recon_loss(x)
+        self._step(optimizers["ae"], recon)
+        return recon
+
+    def discriminator_phase(self, x, optimizers) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            z = self.encoder(x)
+        disc_loss, disc_acc = self.disc_terms(z)
+        self._step(optimizers["disc"], disc_loss)
+        return disc_loss, disc_acc
+
+    def generator_phase(self, x, optimizers) -> torch.Tensor:
+        self.discriminator.requires_grad_(False)  # the encoder's step: D only passes gradients through
+        try:
+            gen = self.gen_loss(self.encoder(x))
+            self._step(optimizers["gen"], self.lam * gen)
+        finally:
+            self.discriminator.requires_grad_(True)
+        return gen
+
+    def train_step(self, x, y, optimizers):
+        recon = self.reconstruction_phase(x, optimizers)
+        disc_loss, disc_acc = self.discriminator_phase(x, optimizers)
+        gen = self.generator_phase(x, optimizers)
+        return {k: v.detach() for k, v in {"loss": recon + self.lam * gen, "recon": recon, "gen": gen,
+                                            "disc_loss": disc_loss, "disc_acc": disc_acc}.items()}

@@ -1,0 +1,37 @@
+"""Conditional variational autoencoder (Sohn, Lee & Yan 2015, "Learning Structured Output Representation
+using Deep Conditional Generative Models", Sec. 3).
+
+The VAE with both networks conditioned on the one-hot class label y:
+
+    q(z|x, y) = N(mu(x, y), diag(exp(logvar(x, y)))),   p(z) = N(0, I),   p(x|z, y)
+    L(x, y) = E_q[-log p(x|z, y)] + lambda * KL(q(z|x, y) || p(z))
+
+(the prior does not depend on y here, as in Kingma et al. 2014's M2 generative model). lambda is the KL
+weight. Sampling needs a label: `aecli sample label=3` draws that class; the default grid has one row per
+class. Everything else (likelihoods, KL warm-up, ELBO terms) is the VAE's (aecli/models/vae.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from aecli.errors import AecliError
+from aecli.models.vae import VAE
+
+N_CLASSES = 10
+
+
+class CVAE(VAE):
+    name = "cvae"
+    conditional = True
+
+    def __init__(self, net, latent_dim: int, lam: float = 1.0, likelihood: str = "bernoulli",
+                 kl_warmup_epochs: int = 0):
+        super().__init__(net, latent_dim, lam, likelihood, kl_warmup_epochs, cond_dim=N_CLASSES)
+
+    def condition(self, y: torch.Tensor | None) -> torch.Tensor:
+        """The one-hot label that joins the encoder's and the decoder's input."""
+        if y is None:
+            raise AecliError("the cvae needs class labels y (sampling: give label=0..9, or draw one row per class)")
+        return F.one_hot(y.long(), N_CLASSES).float()

@@ -1,0 +1,247 @@
+"""Sweeps: the table that compares runs, written at the end of every multirun and printed by `aecli runs`.
+
+Every run folder holds what the table needs, so runs made on different days compare side by side:
+
+    .hydra/overrides.yaml   the command-line overrides of the run (the swept values of a sweep job)
+    metrics.csv             one row per epoch (the trainer): best val_loss and its epoch's val_recon
+    eval.json               the test metrics, when eval ran (`eval.at_end` or `aecli eval`)
+    status.json             ok or failed, the error, the seconds (cli.py writes it when the run ends)
+
+A sweep folder is a folder of run folders (`hydra.sweep.dir`/<job number>); `SweepSummary`, a Hydra callback
+registered in conf/config.yaml, writes its `summary.csv` and prints the table when the sweep ends. Nothing here
+imports torch: `aecli runs` answers at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from aecli.errors import AecliError
+from aecli.loggers import flatten
+
+STATUS_FILE = "status.json"
+SUMMARY_FILE = "summary.csv"
+# the columns every row has, in table order; the test metrics (test_*) go between val_recon and seconds
+FIRST = ["run", "overrides", "val_loss", "val_recon", "epoch"]
+LAST = ["seconds", "status", "error"]
+
+
+# -- what a run leaves behind -------------------------------------------------------------------------
+def write_status(run_dir: Path, status: str, seconds: float, error: str | None = None) -> None:
+    """Record how a run ended (`ok` or `failed`) in its folder, for the summary."""
+    record = {"status": status, "seconds": round(seconds, 3), "error": error}
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / STATUS_FILE).write_text(json.dumps(record) + "\n")
+
+
+def is_run(path: Path) -> bool:
+    return (path / ".hydra").is_dir() or (path / "metrics.csv").is_file() or (path / STATUS_FILE).is_file()
+
+
+def find_runs(path: Path) -> list[Path]:
+    """`path` itself if it is a run folder, else every run folder below it (job numbers in numeric order)."""
+    if is_run(path):
+        return [path]
+    children = [c for c in path.iterdir() if c.is_dir() and not c.name.startswith(".")]
+    children.sort(key=lambda c: (0, int(c.name), "") if c.name.isdigit() else (1, 0, c.name))
+    return [run for child in children for run in find_runs(child)]
+
+
+def read_overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    from omegaconf import OmegaConf
+
+    return [str(o) for o in OmegaConf.load(path)]
+
+
+def best_epoch(run_dir: Path) -> dict[str, float]:
+    """The epoch row with the lowest finite val_loss in metrics.csv: its val_loss, val_recon and epoch."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if _float(r.get("val_loss")) is not None]
+    if not rows:
+        return {}
+    best = min(rows, key=lambda r: _float(r["val_loss"]))
+    return {"val_loss": _float(best["val_loss"]), "val_recon": _float(best.get("val_recon")),
+            "epoch": int(best["epoch"])}
+
+
+def eval_metrics(run_dir: Path) -> dict[str, float]:
+    """The numbers in eval.json, flattened (`{"probe": {"accuracy": .9}}` -> test_probe.accuracy)."""
+    path = run_dir / "eval.json"
+    if not path.is_file():
+        return {}
+    return {k if k.startswith("test") else f"test_{k}": float(v) for k, v in flatten(json.loads(path.read_text())).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _float(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def summarize(run_dir: Path, label: str, missing_status: str = "unknown") -> dict[str, Any]:
+    """One row of the table for one run folder. A run without status.json never ended: `missing_status`."""
+    status_path = run_dir / STATUS_FILE
+    status = json.loads(status_path.read_text()) if status_path.is_file() else {"status": missing_status}
+    row: dict[str, Any] = {"run": label, "overrides": " ".join(read_overrides(run_dir))}
+    row.update(best_epoch(run_dir))
+    row.update(eval_metrics(run_dir))
+    row.update(seconds=status.get("seconds"), status=status["status"], error=status.get("error"))
+    return row
+
+
+def collect(paths: list[Path], missing_status: str = "unknown") -> list[dict[str, Any]]:
+    """The rows of every run folder in or under `paths`, labelled by their path relative to the common parent."""
+    runs: list[Path] = []
+    for p in paths:
+        if not p.is_dir():
+            raise AecliError(f"runs: {p} is not a folder: give run folders or sweep folders (outputs/multirun/DATE/TIME)")
+        runs += find_runs(p)
+    if not runs:
+        raise AecliError(f"runs: no run folders (with metrics.csv or .hydra/) in {', '.join(map(str, paths))}")
+    runs = [r.resolve() for r in runs]
+    base = Path(os.path.commonpath(runs)) if len(runs) > 1 else runs[0].parent
+    return [summarize(r, str(r.relative_to(base)), missing_status) for r in runs]
+
+
+# -- the table ----------------------------------------------------------------------------------------
+def columns(rows: list[dict]) -> list[str]:
+    extra = sorted({k for r in rows for k in r} - set(FIRST) - set(LAST))
+    return FIRST + extra + LAST
+
+
+def sort_rows(rows: list[dict], key: str) -> list[dict]:
+    """Sort by a column, ascending (`-key`: descending); runs without that value go last."""
+    name, descending = (key[1:], True) if key.startswith("-") else (key, False)
+    allowed = [c for c in columns(rows) if c not in ("overrides", "error")]
+    if name not in allowed:
+        raise AecliError(f"runs: sort={key} is not a column of these runs: allowed {', '.join(allowed)} "
+                         "(a leading - sorts descending)")
+    have = [r for r in rows if r.get(name) is not None]
+    have.sort(key=lambda r: r[name], reverse=descending)
+    return have + [r for r in rows if r.get(name) is None]
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns(rows))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def varying_overrides(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """Each row's overrides that differ between the rows, and the ones every row shares (shown once)."""
+    split = [r["overrides"].split() for r in rows]
+    common = [o for o in split[0] if all(o in s for s in split[1:])] if len(rows) > 1 else []
+    return [" ".join(o for o in s if o not in common) for s in split], common
+
+
+def cell(column: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if column == "seconds":
+        return f"{v:.1f}"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    """The rows as a rich table. What every row shares (overrides, test numbers such as the pixel floors) is
+    printed once below it rather than as a column, so the columns are what differs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    shown, common = varying_overrides(rows)
+    tests = [c for c in columns(rows) if c.startswith("test_")]
+    evaluated = [r for r in rows if any(r.get(c) is not None for c in tests)]
+    same = {c: evaluated[0].get(c) for c in tests if all(r.get(c) == evaluated[0].get(c) for r in evaluated)}
+    notes = [f"every run: {' '.join(common)}"] if common else []
+    if same:
+        who = f"test ({evaluated[0]['run']})" if len(evaluated) == 1 else "test, the same in every run"
+        notes.append(f"{who}: " + ", ".join(f"{c.removeprefix('test_')} {cell(c, v)}" for c, v in same.items()))
+    cols = [c for c in columns(rows) if c != "error" and c not in same]
+    table = Table(title=title, caption="\n".join(notes) or None)
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("run", "overrides", "status") else "right", overflow="fold")
+    for row, overrides in zip(rows, shown):
+        table.add_row(*(overrides if c == "overrides" else cell(c, row.get(c)) for c in cols),
+                      style="red" if row["status"] != "ok" else None)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    for row in rows:
+        if row.get("error"):
+            console.print(f"[red]{row['run']} {row['status']}:[/red] {row['error']}", highlight=False)
+
+
+def runs_command(paths: list[str], sort: str | None = None) -> list[dict]:
+    """`aecli runs PATH... [sort=METRIC]`: the table for any set of run or sweep folders."""
+    rows = collect([Path(p) for p in paths])
+    if sort:
+        rows = sort_rows(rows, sort)
+    failed = sum(r["status"] != "ok" for r in rows)
+    print_table(rows, f"{len(rows)} runs" + (f", {failed} not ok" if failed else ""))
+    return rows
+
+
+# -- launchers ----------------------------------------------------------------------------------------
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def thread_share(launcher: Any) -> int | None:
+    """Torch threads for one job of a parallel sweep, so parallel jobs do not oversubscribe the cores.
+
+    joblib runs n_jobs jobs side by side on this machine (n_jobs < 0 counts from the core count, as in
+    joblib: -1 all cores, -2 all but one): each gets cores // n_jobs. submitit (local or SLURM) gives each job
+    `cpus_per_task` cores when that is set. Other launchers run one job at a time: None (torch's default).
+    """
+    target = str(launcher.get("_target_", "")) if launcher is not None else ""
+    cores = available_cores()
+    if target.endswith("JoblibLauncher"):
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+        return max(1, cores // parallel)
+    if "submitit" in target and launcher.get("cpus_per_task"):
+        return int(launcher.get("cpus_per_task"))
+    return None
+
+
+def share_cores(cfg, launcher: Any) -> None:
+    """In a sweep, give this job its share of the cores as trainer.num_threads (unless that is set)."""
+    threads = thread_share(launcher)
+    if threads and cfg.trainer.num_threads is None:
+        cfg.trainer.num_threads = threads
+        logging.getLogger("aecli").info(f"torch threads: {threads}, this job's share of the {available_cores()} cores "
+                                        f"(trainer.num_threads=N to choose)")
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: summary.csv in the sweep folder and the table on the console."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir():
+            return
+        # every job of a finished sweep has ended: a job without status.json died before it could say so
+        rows = collect([sweep_dir], missing_status="failed")
+        write_csv(rows, sweep_dir / SUMMARY_FILE)
+        failed = sum(r["status"] != "ok" for r in rows)
+        print_table(rows, f"sweep {sweep_dir}: {len(rows)} jobs" + (f", {failed} failed" if failed else ""))
+        print(f"summary: {sweep_dir / SUMMARY_FILE}")

@@ -1,0 +1,149 @@
+"""aecli.evaluate, the eval pictures and `aecli sample mode=...`: end to end on a tiny vae run, and every model
+of conf/model through `evaluate` (its capabilities decide its metrics)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from aecli import evaluate as ev
+from aecli.errors import AecliError
+from conftest import REPO, run_cli, tiny_overrides
+
+# small sizes so an eval takes seconds (the classifier and pixel floors are cached under the data root)
+FAST_EVAL = {"eval.test_images": 1000, "eval.probe_train_images": 1000, "eval.jacobian_images": 50,
+             "eval.iw_samples": 100, "eval.iw_images": 40, "eval.mmd_images": 500, "eval.frechet_images": 1000,
+             "eval.label_samples": 20}
+ALWAYS = {"recon_bce", "recon_mse", "psnr", "probe_acc", "knn_acc", "pixel_probe_acc", "pixel_knn_acc",
+          "jacobian_fro", "classifier_acc", "frechet", "frechet_floor", "test_images"}
+
+
+@pytest.fixture(scope="module")
+def vae_run(data_root, tmp_path_factory) -> tuple[Path, str]:
+    """A tiny vae trained with eval.at_end=true: (its run folder, the train command's output)."""
+    cwd = tmp_path_factory.mktemp("eval")
+    r = run_cli("train", *tiny_overrides(data_root, epochs=2, **{"eval.at_end": "true", **FAST_EVAL},
+                                         **{"hydra.run.dir": "run"}), cwd=cwd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return cwd / "run", r.stdout
+
+
+@pytest.fixture(scope="module")
+def small_data(data_root):
+    """300 training and all 10000 test images of MNIST on the CPU, loaded once for the in-process tests."""
+    from aecli.data import load_data
+
+    return load_data("mnist", data_root, torch.device("cpu"), download=False, limit=300, val_size=100)
+
+
+def test_train_at_end_writes_eval_json_and_a_summary(vae_run):
+    run, out = vae_run
+    m = json.loads((run / "eval.json").read_text())
+    assert ALWAYS | {"elbo", "iw_bound", "iw_samples", "mmd"} <= set(m)
+    assert m["model"] == "vae" and m["data"] == "mnist" and m["test_images"] == 1000 and m["iw_samples"] == 100
+    # a barely trained model: between a perfect and a uniform (784 ln 2 = 543.4 nats) reconstruction
+    assert 50 < m["recon_bce"] < 545
+    assert m["psnr"] == pytest.approx(10 * math.log10(784 / m["recon_mse"]), rel=1e-6)  # PSNR from the same MSE
+    assert m["elbo"] < 0 and m["iw_bound"] >= m["elbo"] and m["iw_bound"] - m["elbo"] < 50
+    assert m["recon_bce"] > -m["elbo"] - 60  # the ELBO's reconstruction term is most of it early on
+    assert 0.1 <= m["probe_acc"] <= 1 and 0.1 <= m["knn_acc"] <= 1
+    assert m["pixel_probe_acc"] > 0.8 and m["pixel_knn_acc"] > 0.8 and m["classifier_acc"] > 0.9
+    assert m["frechet"] > m["frechet_floor"] > 0 and m["jacobian_fro"] > 0 and math.isfinite(m["mmd"])
+    summary = [line for line in out.splitlines() if line.startswith("finished in")][-1]
+    assert f"recon_bce {ev.fmt(m['recon_bce'])}" in summary and "iw_bound" in summary and "frechet" in summary
+    for picture in ("plots/codes.png", "plots/loss.png", "images/eval_recon.png", "images/eval_interpolation.png",
+                    "images/eval_samples.png"):
+        assert (run / picture).stat().st_size > 1000, picture
+
+
+def test_eval_command_repeats_the_at_end_numbers(vae_run):
+    run, _ = vae_run
+    at_end = json.loads((run / "eval.json").read_text())
+    r = run_cli("eval", f"run={run}", "iw_samples=20", "device=cpu", cwd=run.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "iw_bound" in r.stdout and "frechet" in r.stdout  # the table
+    again = json.loads((run / "eval.json").read_text())
+    assert again["iw_samples"] == 20
+    for key in ALWAYS | {"mmd"}:  # the same checkpoint, seed and sizes: the same numbers
+        assert again[key] == pytest.approx(at_end[key], rel=1e-5, abs=1e-6), key
+
+
+def test_eval_refuses_bad_settings_in_one_line(vae_run):
+    with pytest.raises(AecliError) as e:
+        ev.eval_command(str(vae_run[0]), iw_samples=0, device="cpu")
+    assert str(e.value) == "eval.iw_samples=0 is not allowed: it must be an integer >= 1"
+    with pytest.raises(AecliError, match="eval.knn_k=0"):
+        ev.eval_settings({"knn_k": 0})
+    with pytest.raises(AecliError, match="eval.bogus is not an eval setting"):
+        ev.eval_settings({"bogus": 1})
+
+
+def test_iw_bound_of_a_trained_vae_tightens_with_more_samples(vae_run, small_data):
+    from aecli.sampling import load_run
+
+    model, _, _ = load_run(str(vae_run[0]), device="cpu")
+    torch.manual_seed(0)
+    bounds = {k: ev.likelihood_bounds(model, small_data.test, 64, k, chunk=50) for k in (1, 10, 200)}
+    assert bounds[1]["iw_bound"] == pytest.approx(bounds[1]["elbo"])  # one sample: the bound is the ELBO
+    iw = [bounds[k]["iw_bound"] for k in (1, 10, 200)]
+    assert iw == sorted(iw) and iw[-1] > bounds[200]["elbo"] + 0.1
+
+
+def test_sample_modes_write_grids_of_the_right_shape(vae_run, tmp_path):
+    from aecli.sampling import STEPS, interpolation_images, load_run, pick_pairs, sample_command
+
+    run, _ = vae_run
+    size = lambda rows: (STEPS * 28 + (STEPS + 1) * 2, rows * 28 + (rows + 1) * 2)  # noqa: E731 - save_grid's padding
+    path = sample_command(str(run), n=16, mode="interpolate", device="cpu", out=str(tmp_path / "i.png"))
+    assert Image.open(path).size == size(2)
+    path = sample_command(str(run), n=64, mode="traverse", device="cpu", out=str(tmp_path / "t.png"))
+    assert Image.open(path).size == size(4)  # 8 rows asked, one per latent dimension: latent_dim=4
+    with pytest.raises(AecliError, match="mode='sideways' is not allowed"):
+        sample_command(str(run), mode="sideways", device="cpu")
+    # the strip's ends are the reconstructions of the two test images
+    model, _, _ = load_run(str(run), device="cpu")
+    x, y = torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(20) % 10
+    strip = interpolation_images(model, x, y, rows=3, seed=5)
+    a, b = pick_pairs(y, 3, False, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.allclose(strip[::STEPS], model.reconstruct(x[a]), atol=1e-5)
+        assert torch.allclose(strip[STEPS - 1::STEPS], model.reconstruct(x[b]), atol=1e-5)
+
+
+MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+CAPABILITY_KEYS = {  # capability -> the keys it adds
+    "elbo_terms": {"elbo", "iw_bound"}, "corrupt": {"denoised_psnr", "noisy_psnr"},
+    "rho": {"mean_activation", "off_fraction"}, "has_prior": {"mmd"}, "conditional": {"label_acc"},
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_gets_the_metrics_its_capabilities_say(name, data_root, small_data):
+    """Each model of conf/model, untrained (its code prior fitted), through `evaluate` on small sizes."""
+    from hydra import compose, initialize_config_dir
+
+    from aecli.config import build_model
+    from aecli.train import fit_code_prior
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model={name}", "net.hidden=[32,16]", "latent_dim=3"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    data = small_data
+    fit_code_prior(model, data.train)
+    s = ev.eval_settings({"test_images": 300, "probe_train_images": 300, "jacobian_images": 20, "iw_samples": 10,
+                          "iw_images": 20, "mmd_images": 100, "frechet_images": 300, "label_samples": 10})
+    out, (z, y) = ev.evaluate(model, data, s, str(data_root))
+    expected = set(ALWAYS)
+    for capability, keys in CAPABILITY_KEYS.items():
+        if getattr(model, capability, False) if capability in ("has_prior", "conditional") else hasattr(model, capability):
+            expected |= keys
+    assert expected <= set(out), expected - set(out)
+    unexpected = set().union(*CAPABILITY_KEYS.values()) - expected
+    assert not unexpected & set(out)
+    assert z.shape == (300, 3) and all(math.isfinite(v) for v in out.values() if isinstance(v, float) and v != math.inf)

@@ -1,0 +1,198 @@
+"""Resume: a run interrupted at any step and resumed ends bitwise equal to the run left alone (CPU).
+
+Runs in-process share one loaded data set; one test interrupts a real `aecli train` subprocess with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import aecli.train as train_mod
+from aecli.checkpoint import load_checkpoint, load_model_state
+from aecli.cli import config_dir, main
+from aecli.config import build_model, plain
+from aecli.data import load_data
+from aecli.errors import AecliError
+from aecli.train import Interrupted, Trainer, train
+
+from conftest import CUDA, REPO, tiny_overrides
+
+MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+TIMING = ("seconds", "images_per_s")
+
+
+def compose_tiny(data_root, *extra: str, **kw):
+    # 256 images in batches of 64: four steps an epoch, two epochs
+    over = tiny_overrides(data_root, **{"data.limit": 256, "batch_size": 64, "epochs": 2, "data.val_size": 128,
+                                        "trainer.progress": "lines", **kw})
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=[*over, *extra])
+
+
+@pytest.fixture(scope="module")
+def shared_data(data_root):
+    return load_data("mnist", data_root, torch.device("cpu"), download=False, limit=256, val_size=128)
+
+
+@pytest.fixture
+def fast_data(shared_data, monkeypatch):
+    """Every Trainer in the test reuses the loaded splits (they are never written to)."""
+    monkeypatch.setattr(train_mod, "load_data", lambda *a, **k: shared_data)
+    threads = torch.get_num_threads()
+    yield shared_data
+    torch.set_num_threads(threads)
+
+
+def same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def run_interrupted(cfg, run_dir: Path, stop_at: int, overrides=()) -> Trainer:
+    """Train until `stop_at` as if SIGTERM arrived then, then resume in the same folder until the end."""
+    first = Trainer(cfg, run_dir)
+    first.stop_at_step = stop_at
+    with pytest.raises(Interrupted) as e:
+        first.fit()
+    assert e.value.exit_code == 143 and f"resume={run_dir}" in str(e.value)
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert ckpt["step"] == stop_at
+    cfg.resume = str(run_dir)
+    second = Trainer.resume(cfg, run_dir, overrides)
+    second.fit()
+    return second
+
+
+@pytest.mark.parametrize("model,stop_at", [("vae", 1), ("vae", 4), *[(m, 6) for m in MODELS]])
+def test_resumed_run_equals_uninterrupted(model, stop_at, data_root, fast_data, tmp_path):
+    """Every model (several optimizers, noise and eps from the global RNG included), mid-epoch and at its end."""
+    cfg = compose_tiny(data_root, f"model={model}")
+    alone = Trainer(cfg, tmp_path / "alone")
+    alone.fit()
+    resumed = run_interrupted(compose_tiny(data_root, f"model={model}"), tmp_path / "resumed", stop_at)
+    same_state(alone.model.state_dict(), resumed.model.state_dict())
+    for name, opt in alone.optimizers.items():
+        for pa, pb in zip(opt.state.values(), resumed.optimizers[name].state.values()):
+            same_state(pa, pb)
+    assert resumed.step == alone.step == 8 and resumed.epoch == 2
+    assert without_timing(resumed.rows) == without_timing(alone.rows)  # the epoch's partial sums were kept
+    assert resumed.best_val == alone.best_val
+
+
+def test_resume_with_more_epochs_equals_a_longer_run(data_root, fast_data, tmp_path):
+    long = Trainer(compose_tiny(data_root, epochs=3), tmp_path / "long")
+    long.fit()
+    Trainer(compose_tiny(data_root), tmp_path / "short").fit()
+    with pytest.raises(AecliError, match="finished 2 of epochs=2"):
+        Trainer.resume(compose_tiny(data_root, resume=tmp_path / "short"), tmp_path / "short", ["resume=x"])
+    more = Trainer.resume(compose_tiny(data_root, epochs=3, resume=tmp_path / "short"), tmp_path / "short",
+                          ["epochs=3"])
+    more.fit()
+    same_state(long.model.state_dict(), more.model.state_dict())
+
+
+def test_resume_refuses_a_changed_key_naming_both(data_root, fast_data, tmp_path):
+    Trainer(compose_tiny(data_root, epochs=1), tmp_path / "run").fit()
+    cfg = compose_tiny(data_root, epochs=1, resume=tmp_path / "run", lr=0.5)
+    with pytest.raises(AecliError, match=r"lr=0.5 differs from the checkpoint's lr=0.001"):
+        train(cfg, tmp_path / "run", overrides=["lr=0.5"])
+
+
+def test_checkpoint_of_another_shape_or_model_is_named(data_root, fast_data, tmp_path):
+    Trainer(compose_tiny(data_root, epochs=1), tmp_path / "run").fit()
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(path)
+    ckpt["config"]["net"]["hidden"] = [32, 16]
+    torch.save(ckpt, tmp_path / "shape.pt")
+    with pytest.raises(AecliError) as e:
+        Trainer.resume(compose_tiny(data_root, epochs=2, resume=tmp_path / "shape.pt"), tmp_path / "b", ["epochs=2"])
+    msg = str(e.value)
+    assert "encoder" in msg and "[64, 784] in the checkpoint and [32, 784] in the model" in msg, msg
+    ckpt["config"]["model"]["likelihood"] = "gaussian"  # a model with one more parameter (log_sigma)
+    ckpt["config"]["net"]["hidden"] = [64, 32]
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(AecliError, match="missing.*log_sigma"):
+        Trainer.resume(compose_tiny(data_root, epochs=2, resume=tmp_path / "other.pt"), tmp_path / "c", ["epochs=2"])
+    cfg = compose_tiny(data_root, "model=ae")  # another model asked for: both are named
+    with pytest.raises(AecliError, match=r"holds a VAE \(net mlp \[64, 32\], latent_dim 4\) model that does not fit "
+                                         r"the AE \(net mlp \[64, 32\], latent_dim 4\) model"):
+        load_model_state(build_model(cfg), plain(cfg), load_checkpoint(path), path)
+
+
+def test_sigterm_to_a_real_run_then_resume_equals_the_run_left_alone(data_root, fast_data, tmp_path, monkeypatch):
+    """`aecli train` stopped by a real SIGTERM mid-run exits 143 with the resume command; `aecli train resume=RUN`
+    continues it in its own folder and ends with the weights of the same run never interrupted."""
+    over = tiny_overrides(data_root, **{"data.limit": 256, "data.val_size": 128, "batch_size": 16, "epochs": 4,
+                                        "trainer.progress": "lines"})
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "aecli.cli", "train", *over, f"hydra.run.dir={run_dir}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        alone = Trainer(compose(config_name="config", overrides=over), tmp_path / "alone")
+    alone.fit()  # meanwhile, the same run left alone
+    for line in proc.stdout:  # the first epoch line: the signal handler is in place, three epochs remain
+        if line.startswith("epoch 1/4"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.count("\n") == 1 and err.startswith("aecli: SIGTERM")
+    assert f"aecli train resume={run_dir}" in err
+    stopped = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert 16 <= stopped["step"] < 64
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    handlers = logging.getLogger().handlers[:]
+    try:
+        main(["train", f"resume={run_dir}"])  # in-process: the CLI, Hydra and the trainer
+    finally:
+        for h in logging.getLogger().handlers[:]:
+            if h not in handlers:
+                logging.getLogger().removeHandler(h)
+                h.close()
+    assert not (elsewhere / "outputs").exists()  # continued in its own folder, nowhere else
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "resume-1").is_dir()
+    final = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert final["step"] == 64
+    same_state(alone.model.state_dict(), final["model"])
+    assert without_timing(final["metrics"]) == without_timing(alone.rows)
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 5
+
+
+def test_resume_cli_refuses_a_sweep_and_a_missing_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", f"resume={tmp_path / 'nope'}"])
+    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "-m", f"resume={REPO}"])
+    assert "cannot be combined with -m" in capsys.readouterr().err
+
+
+@CUDA
+def test_resume_on_cuda_matches_and_the_guard_reads_at_sync_points_only(data_root, tmp_path):
+    """CUDA RNG and the batcher's CUDA generator are restored; the NaN guard does not sync every step there."""
+    cfg = compose_tiny(data_root, device="cuda")
+    alone = Trainer(cfg, tmp_path / "alone")
+    assert not alone.check_every_step
+    alone.fit()
+    resumed = run_interrupted(compose_tiny(data_root, device="cuda"), tmp_path / "resumed", 6)
+    for k, v in alone.model.state_dict().items():
+        torch.testing.assert_close(v, resumed.model.state_dict()[k], rtol=1e-5, atol=1e-6)

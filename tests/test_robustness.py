@@ -1,0 +1,193 @@
+"""Never lose a run: atomic checkpoints, interrupts, the NaN guard, hostile checkpoints, bad values, run folders."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from aecli.checkpoint import load_checkpoint, save_atomic
+from aecli.cli import main
+from aecli.config import validate
+from aecli.errors import AecliError
+from aecli.train import Interrupted, NonFiniteLoss, Trainer, check_new_run_dir
+
+from conftest import tiny_overrides
+from test_resume import compose_tiny, fast_data, shared_data  # noqa: F401  (fixtures)
+
+
+def cli_error(capsys, *args: str) -> tuple[int, str]:
+    """Run `aecli ARGS` in-process; its exit code and its stderr, which must be exactly one line."""
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aecli: ") and "Traceback" not in err, err
+    return e.value.code, err
+
+
+# -- atomic checkpoints ------------------------------------------------------------------------------
+def test_a_kill_at_any_moment_leaves_the_previous_last_pt_loadable(tmp_path):
+    path = tmp_path / "last.pt"
+    big = {"model": {"w": torch.randn(512, 1024)}, "config": {}, "epoch": 0}
+    save_atomic(big, path)
+    for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.04):  # SIGKILL a writer looping over save_atomic
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for epoch in range(1, 1000):
+                    save_atomic({**big, "epoch": epoch}, path)
+            finally:
+                os._exit(0)
+        time.sleep(delay)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        ckpt = load_checkpoint(path)  # never a half-written file
+        assert torch.equal(ckpt["model"]["w"], big["model"]["w"])
+
+
+def test_checkpoint_to_an_unwritable_place_names_it(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AecliError, match=f"cannot write checkpoint {tmp_path / 'file' / 'last.pt'}"):
+        save_atomic({"model": {}}, tmp_path / "file" / "last.pt")
+
+
+# -- interrupts --------------------------------------------------------------------------------------
+def test_ctrl_c_finishes_the_step_writes_last_pt_and_exits_130(data_root, fast_data, tmp_path, monkeypatch):
+    trainer = Trainer(compose_tiny(data_root), tmp_path / "run")
+    step = trainer.model.train_step
+
+    def step_then_ctrl_c(*args):
+        terms = step(*args)
+        if trainer.step == 2:  # the signal arrives during step 3
+            os.kill(os.getpid(), signal.SIGINT)
+        return terms
+
+    monkeypatch.setattr(trainer.model, "train_step", step_then_ctrl_c)
+    with pytest.raises(Interrupted) as e:
+        trainer.fit()
+    assert e.value.exit_code == 130 and "SIGINT after step 3 (epoch 1, batch 3/4)" in str(e.value)
+    assert f"aecli train resume={tmp_path / 'run'}" in str(e.value)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 3 and ckpt["batcher"]["position"] == 3 and ckpt["partial"]["count"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+# -- NaN guard ---------------------------------------------------------------------------------------
+def poison(trainer, monkeypatch, at_step: int, term: str = "kl"):
+    """From `at_step` on, the model's term is NaN and so are its weights (what a too-high lr does)."""
+    step = trainer.model.train_step
+
+    def bad_step(*args):
+        terms = step(*args)
+        if trainer.step + 1 >= at_step:
+            terms[term] = terms[term] * float("nan")
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+        return terms
+
+    monkeypatch.setattr(trainer.model, "train_step", bad_step)
+
+
+@pytest.mark.parametrize("every_step", [True, False])
+def test_a_nan_loss_stops_the_run_naming_step_and_term_and_keeps_the_last_good_checkpoint(
+        data_root, fast_data, tmp_path, monkeypatch, every_step):
+    """On the CPU the guard reads every step; with `every_step` off (as on CUDA, read at the sync points only)
+    it still names the first bad step, and no checkpoint with non-finite weights is ever written."""
+    trainer = Trainer(compose_tiny(data_root, epochs=3, **{"trainer.log_every": 100}), tmp_path / "run")
+    trainer.check_every_step = every_step
+    poison(trainer, monkeypatch, at_step=6)  # epoch 2, batch 2
+    with pytest.raises(NonFiniteLoss) as e:
+        trainer.fit()
+    msg = str(e.value)
+    assert "'kl' became nan at step 6 (epoch 2)" in msg and "lower lr" in msg and "lr=0.0001" in msg, msg
+    assert trainer.step == (6 if every_step else 8)  # stopped within the step / at the epoch's end
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_a_diverging_cli_run_exits_3_in_one_line(data_root, fast_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, "train", *tiny_overrides(data_root), "lr=1e12", "hydra.run.dir=run")
+    assert code == 3 and "became" in err and "at step" in err and "e.g. lr=1e+11" in err
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+# -- hostile checkpoints -----------------------------------------------------------------------------
+class Evil:
+    """Unpickling this calls open(path, "w"): it creates a file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_checkpoint_whose_pickle_creates_a_file_is_refused_without_running_it(tmp_path, capsys, monkeypatch):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {}, "payload": Evil(marker)}, evil)
+    assert not marker.exists()
+    with pytest.raises(AecliError, match="refused without running it"):
+        load_checkpoint(evil)
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, "train", f"resume={evil}")  # through the CLI, Hydra and the trainer
+    assert code == 2 and "refused without running it" in err and str(evil) in err
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_named(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}, "config": {}}, path)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(AecliError, match=f"checkpoint {path} is truncated or corrupt"):
+        load_checkpoint(path)
+
+
+# -- values and run folders --------------------------------------------------------------------------
+@pytest.mark.parametrize("override,key", [
+    ("epochs=0", "epochs"), ("batch_size=0", "batch_size"), ("lr=0", "lr"), ("lr=-1e-3", "lr"),
+    ("lambda=-1", "lambda"), ("latent_dim=0", "latent_dim"), ("data.val_size=0", "data.val_size"),
+    ("data.limit=0", "data.limit"), ("seed=1.5", "seed"), ("trainer.log_every=0", "trainer.log_every"),
+    ("trainer.weight_decay=-1", "trainer.weight_decay"), ("epochs=ten", "epochs"), ("lr=nan", "lr"),
+    ("trainer.compile=maybe", "trainer.compile"),
+])
+def test_every_numeric_key_is_checked_against_its_range(data_root, override, key):
+    cfg = compose_tiny(data_root, override)
+    with pytest.raises(AecliError, match=rf"^{key}=.* is not allowed: {key} must be "):
+        validate(cfg)
+
+
+def test_noise_level_is_checked(data_root):
+    cfg = compose_tiny(data_root, "model=dae", "model.level=1.5")
+    with pytest.raises(AecliError, match="model.level=1.5 is not allowed"):
+        validate(cfg)
+
+
+def test_a_bad_value_fails_the_cli_before_any_work(data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, "train", f"data.root={data_root}", "epochs=0", "hydra.run.dir=run")
+    assert code == 2 and "epochs=0 is not allowed" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_new_run_never_writes_into_an_existing_run_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"precious")
+    before = sorted(p.name for p in run.rglob("*"))
+    code, err = cli_error(capsys, "train", f"hydra.run.dir={run}")
+    assert code == 2 and f"hydra.run.dir={run} already exists" in err and f"resume={run}" in err
+    assert sorted(p.name for p in run.rglob("*")) == before  # Hydra never started: no .hydra/ written
+    with pytest.raises(AecliError, match="already holds a run"):  # and again inside the task
+        check_new_run_dir(run)
+    check_new_run_dir(tmp_path / "fresh")
+
+
+def test_an_unwritable_output_folder_is_named(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, err = cli_error(capsys, "train", f"hydra.run.dir={tmp_path / 'file' / 'run'}")
+    assert code == 2 and f"cannot write the run folder {tmp_path / 'file' / 'run'}" in err

@@ -1,0 +1,248 @@
+"""Sweeps: the summary of a multirun, `aecli runs`, Optuna, the joblib and submitit launchers, TensorBoard
+logging and the experiment configs. Sweeps run the real CLI in a subprocess with the sweep folder in tmp_path."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from aecli import sweep
+from aecli.cli import config_dir
+from aecli.config import build_model
+from aecli.errors import AecliError
+from conftest import run_cli, tiny_overrides
+
+CONF = config_dir()
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def smallest(data_root: Path, **extra) -> list[str]:
+    """The smallest run there is: 256 training images, one epoch, one hidden layer of 16."""
+    return tiny_overrides(data_root, **{"data.limit": 256, "data.val_size": 128, "net.hidden": "[16]", **extra})
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def best_of(job: Path) -> tuple[float, float]:
+    """(min val_loss, val_recon of that epoch), read straight from the job's metrics.csv."""
+    rows = read_csv(job / "metrics.csv")
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    return float(best["val_loss"]), float(best["val_recon"])
+
+
+def multirun(tmp_path: Path, *args: str) -> tuple[Path, list[dict], str]:
+    out = tmp_path / "sweep"
+    proc = run_cli("train", "-m", *args, f"hydra.sweep.dir={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, read_csv(out / "summary.csv"), proc.stdout
+
+
+def compose_with(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+# -- a 2x2 grid with two failing jobs (one process for both tests) -------------------------------------
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, data_root):
+    """latent_dim=2,4 x lambda=1,-1: jobs 1 and 3 fail (lambda < 0), jobs 0 and 2 train."""
+    return multirun(tmp_path_factory.mktemp("grid"), *smallest(data_root), "latent_dim=2,4", "lambda=1,-1")
+
+
+def test_grid_gives_a_folder_and_a_summary_row_per_job(grid):
+    out, rows, stdout = grid
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["0", "1", "2", "3"]
+    assert [r["run"] for r in rows] == ["0", "1", "2", "3"]
+    swept = [re.findall(r"(?:latent_dim|lambda)=\S+", r["overrides"]) for r in rows]
+    assert swept == [["latent_dim=2", "lambda=1"], ["latent_dim=2", "lambda=-1"],
+                     ["latent_dim=4", "lambda=1"], ["latent_dim=4", "lambda=-1"]]
+    for row in (rows[0], rows[2]):
+        val_loss, val_recon = best_of(out / row["run"])
+        assert float(row["val_loss"]) == pytest.approx(val_loss, rel=1e-9)
+        assert float(row["val_recon"]) == pytest.approx(val_recon, rel=1e-9)
+        assert 300 < val_loss < 800  # nats per image after one epoch on 256 images: near the untrained ~545
+        assert float(row["seconds"]) > 0
+    assert rows[0]["val_loss"] != rows[2]["val_loss"]  # two different runs, not one row copied
+    assert "sweep" in stdout and "latent_dim=4 lambda=1" in stdout  # the table, with the swept overrides
+
+
+def test_failing_job_is_marked_failed_and_the_others_finish(grid):
+    out, rows, stdout = grid
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok", "failed"]
+    for row in (rows[1], rows[3]):
+        assert "lambda=-1" in row["error"] and row["val_loss"] == ""
+        assert not (out / row["run"] / "metrics.csv").exists()
+    assert (out / "2" / "checkpoints" / "best.pt").is_file()  # the job after a failed one trained
+    assert "2 failed" in stdout
+
+
+def test_runs_sorts_any_set_of_runs(grid, capsys):
+    out, rows, _ = grid
+    ok = sorted((float(r["val_loss"]), r["run"]) for r in rows if r["status"] == "ok")
+    got = sweep.runs_command([str(out)], sort="val_loss")
+    assert [r["run"] for r in got] == [run for _, run in ok] + ["1", "3"]  # runs without the value go last
+    got = sweep.runs_command([str(out / "2"), str(out / "0")], sort="-val_loss")
+    assert [r["val_loss"] for r in got] == [v for v, _ in reversed(ok)]
+    assert "2 runs" in capsys.readouterr().out
+    with pytest.raises(AecliError, match="sort=psnr is not a column.*allowed run, val_loss"):
+        sweep.runs_command([str(out)], sort="psnr")
+    with pytest.raises(AecliError, match="is not a folder"):
+        sweep.runs_command([str(out / "missing")])
+
+
+def test_summary_reads_eval_json_and_status(tmp_path):
+    run = tmp_path / "a"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,val_loss,val_recon\n1,5.0,4.0\n2,3.0,2.5\n3,nan,nan\n4,3.5,1.0\n")
+    (run / "eval.json").write_text(json.dumps({"test_bce": 80.5, "probe": {"accuracy": 0.9}, "model": "cae"}))
+    row = sweep.summarize(run, "a")
+    assert (row["val_loss"], row["val_recon"], row["epoch"]) == (3.0, 2.5, 2)  # the best epoch, NaN skipped
+    assert row["test_bce"] == 80.5 and row["test_probe.accuracy"] == 0.9 and "test_model" not in row
+    assert row["status"] == "unknown"  # no status.json: still running, or killed
+    sweep.write_status(run, "ok", 12.3456)
+    assert sweep.summarize(run, "a")["status"] == "ok" and sweep.summarize(run, "a")["seconds"] == 12.346
+
+
+def test_table_shows_what_differs_and_the_rest_once(capsys):
+    rows = [{"run": str(i), "overrides": f"data.root=/d lambda={i}", "val_loss": 1.0 + i, "test_bce": 80.0 + i,
+             "test_pixel_acc": 0.9, "seconds": 1.0, "status": "ok"} for i in (1, 2)]
+    sweep.print_table(rows, "t")
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "val_loss" in line)
+    assert "test_bce" in header and "pixel" not in header  # a column only where the runs differ
+    assert "every run: data.root=/d" in out and "pixel_acc 0.9" in out and "82" in out
+
+
+def test_thread_share(monkeypatch):
+    monkeypatch.setattr(sweep, "available_cores", lambda: 16)
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert sweep.thread_share({"_target_": joblib, "n_jobs": 4}) == 4
+    assert sweep.thread_share({"_target_": joblib, "n_jobs": -1}) == 1  # -1: all 16 cores, 16 jobs at a time
+    assert sweep.thread_share({"_target_": joblib, "n_jobs": -9}) == 2  # 16 + 1 - 9 = 8 jobs at a time
+    assert sweep.thread_share({"_target_": joblib, "n_jobs": 64}) == 1
+    local = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+    assert sweep.thread_share({"_target_": local, "cpus_per_task": 3}) == 3
+    assert sweep.thread_share({"_target_": local, "cpus_per_task": None}) is None
+    assert sweep.thread_share({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}) is None
+
+
+# -- search and launchers ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def search(tmp_path_factory, data_root):
+    """Optuna's two trials launched side by side by joblib (one process start for both tests)."""
+    return multirun(tmp_path_factory.mktemp("search"), "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                    "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                    *smallest(data_root, **{"trainer.num_threads": "null"}))
+
+
+def test_optuna_runs_the_requested_trials(search):
+    out, rows, _ = search
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    params = [dict(re.findall(r"(lr|lambda|latent_dim)=([^\s]+)", r["overrides"])) for r in rows]
+    for p in params:
+        assert 1e-4 <= float(p["lr"]) <= 1e-2 and 1e-3 <= float(p["lambda"]) <= 100
+        assert int(p["latent_dim"]) in (2, 4, 8, 16, 32, 64)
+    assert params[0] != params[1]
+    from omegaconf import OmegaConf
+
+    result = OmegaConf.load(out / "optimization_results.yaml")  # what the jobs returned, as Optuna saw it
+    assert result.best_value == pytest.approx(min(float(r["val_loss"]) for r in rows), rel=1e-6)
+
+
+def test_optuna_search_is_seeded_and_minimizes():
+    hc = compose_with("hparams_search=optuna", "seed=7", hydra=True).hydra
+    assert hc.sweeper.sampler.seed == 7 and hc.sweeper.direction == "minimize" and hc.mode.name == "MULTIRUN"
+    assert set(hc.sweeper.params) == {"lr", "lambda", "latent_dim"}
+
+
+def test_joblib_runs_jobs_side_by_side_with_a_share_of_the_cores(search):
+    out, rows, stdout = search
+    share = max(1, sweep.available_cores() // 2)
+    for job in ("0", "1"):
+        assert f"torch threads: {share}," in (out / job / "train.log").read_text()
+        assert re.search(rf"^\[job {job}\] epoch 1/1 ", stdout, re.M)  # one plain line per epoch, job-tagged
+    assert "\r" not in stdout and "━" not in stdout.split("sweep")[0]  # no progress bar before the table
+
+
+def test_submitit_local_runs_the_same_code(tmp_path, data_root):
+    out, rows, _ = multirun(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1",
+                            "hydra.launcher.timeout_min=5", *smallest(data_root), "latent_dim=2,4")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    for row in rows:
+        assert float(row["val_loss"]) == pytest.approx(best_of(out / row["run"])[0], rel=1e-9)
+
+
+# -- TensorBoard -------------------------------------------------------------------------------------
+def test_tensorboard_writes_event_files_tensorboard_reads(tmp_path, data_root):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from aecli.train import train
+
+    cfg = compose_with(*tiny_overrides(data_root, epochs=2, **{"trainer.log_every": 1}), "logger=tensorboard")
+    best = train(cfg, tmp_path / "run")
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    rows = read_csv(tmp_path / "run" / "metrics.csv")
+    val = events.Scalars("epoch/val_loss")
+    assert [e.step for e in val] == [1, 2]
+    assert [e.value for e in val] == pytest.approx([float(r["val_loss"]) for r in rows], rel=1e-6)
+    steps = events.Scalars("step/train_loss")
+    assert [e.step for e in steps] == list(range(1, 9))  # 512 images / batch 128 = 4 steps an epoch, 2 epochs
+    assert all(math.isfinite(e.value) for e in steps)
+    recon = events.Images("images/recon")
+    assert [e.step for e in recon] == [1, 2] and recon[0].width > 0
+    assert "_hparams_/experiment" in events.PluginTagToContent("hparams")
+    assert events.Scalars("final/best_val_loss")[0].value == pytest.approx(best, rel=1e-6)
+
+
+def test_tensorboard_missing_names_the_extra(tmp_path, monkeypatch):
+    from aecli.loggers import make_logger
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    cfg = compose_with("logger=tensorboard")
+    with pytest.raises(AecliError, match=r"aecli\[tensorboard\]"):
+        make_logger(cfg, tmp_path)
+
+
+# -- experiments -------------------------------------------------------------------------------------
+EXPECTED = {  # the seeds' setups (conf/experiment/*.yaml)
+    "seed_cae_fashion": {"model": "cae", "data": "fashion_mnist", "hidden": [64, 32], "latent_dim": 16,
+                         "lambda": 100, "lr": 1e-3, "batch_size": 128},
+    "seed_vae_mnist": {"model": "vae", "data": "mnist", "hidden": [784, 784], "latent_dim": 64, "lambda": 1.0,
+                       "lr": 1e-3, "batch_size": 1024, "optimizer": "adamw"},
+    "seed_cvae_mnist": {"model": "cvae", "data": "mnist", "hidden": [784, 784], "latent_dim": 64,
+                        "lr": 1e-3, "batch_size": 1024, "optimizer": "adamw"},
+    "seed_layer_matched": {"model": "ae", "data": "mnist", "hidden": [400, 200, 100], "latent_dim": 50,
+                           "lr": 0.01, "activation": "sigmoid", "recon_loss": "mse"},
+}
+
+
+def test_every_experiment_is_checked():
+    assert sorted(EXPECTED) == EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_builds(name):
+    cfg = compose_with(f"experiment={name}")
+    want = EXPECTED[name]
+    assert cfg.model._target_.split(".")[-2] == want["model"]
+    assert cfg.data.name == want["data"] and list(cfg.net.hidden) == want["hidden"]
+    for key in ("latent_dim", "lambda", "lr", "batch_size"):
+        if key in want:
+            assert cfg[key] == want[key], key
+    assert cfg.trainer.optimizer == want.get("optimizer", "adam")
+    if "activation" in want:
+        assert cfg.net.activation == want["activation"] and cfg.model.recon_loss == want["recon_loss"]
+    model = build_model(cfg)  # every key of the experiment is a constructor parameter of the model
+    assert sum(p.numel() for p in model.parameters()) > 0
