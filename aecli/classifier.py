@@ -3,8 +3,9 @@
 A small MLP, x -> 256 -> 64 -> 10 classes (ReLU), trained for `eval.classifier_epochs` epochs with Adam
 (batches of 128, lr 2e-3, seeded) on the official training set, never the test set. Its 64-d penultimate
 activations are the feature space of the Fréchet distance (the FID recipe of Heusel et al. 2017, with this
-classifier in place of Inception), and its predictions score a conditional model's samples of each label. It trains in seconds on the CPU;
-the weights are written to `<cache>/<data>_classifier_v<VERSION>_e<epochs>.pt` and read back after that.
+classifier in place of Inception), and its predictions score a conditional model's samples of each label.
+It trains in seconds on the CPU; the weights are written to `<cache>/<data>_classifier_v<VERSION>_e<epochs>.pt`
+and read back after that.
 """
 
 from __future__ import annotations

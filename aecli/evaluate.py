@@ -177,14 +177,14 @@ def draw(model, n: int, generator: torch.Generator, y: torch.Tensor | None = Non
 
 
 # -- the evaluation ---------------------------------------------------------------------------------------
-def pixel_floors(data: Data, s: EvalSettings, n_train: int, n_test: int, classifier) -> dict[str, float]:
-    """Probe and kNN accuracy on raw pixels, and the training images' Fréchet distance to the test images."""
+def pixel_floors(data: Data, s: EvalSettings, n_train: int, n_test: int, n_f: int, classifier) -> dict[str, float]:
+    """Probe and kNN accuracy on raw pixels, and the Fréchet distance of n_f training images to n_f test images."""
     device = data.test.images.device
     x_train, y_train = data.train.batch(torch.arange(n_train, device=device))
     x_test, y_test = data.test.batch(torch.arange(n_test, device=device))
-    n_f = torch.arange(min(s.frechet_images, len(data.train), len(data.test)), device=device)
-    frechet_floor = metrics.frechet_distance(features(classifier, data.train.batch(n_f)[0]),
-                                             features(classifier, data.test.batch(n_f)[0]))
+    first = torch.arange(n_f, device=device)
+    frechet_floor = metrics.frechet_distance(features(classifier, data.train.batch(first)[0]),
+                                             features(classifier, data.test.batch(first)[0]))
     return {"pixel_probe_acc": metrics.probe_accuracy(x_train.flatten(1), y_train, x_test.flatten(1), y_test,
                                                       s.probe_steps, s.probe_l2, len(data.classes)),
             "pixel_knn_acc": metrics.knn_accuracy(x_train.flatten(1), y_train, x_test.flatten(1), y_test, s.knn_k,
@@ -192,8 +192,9 @@ def pixel_floors(data: Data, s: EvalSettings, n_train: int, n_test: int, classif
             "frechet_floor": frechet_floor}
 
 
-def evaluate(model, data: Data, s: EvalSettings, data_root: str, seed: int = 0) -> tuple[dict, torch.Tensor]:
-    """Every metric the model supports (see the module doc): a flat dict of numbers, and the test codes."""
+def evaluate(model, data: Data, s: EvalSettings, data_root: str,
+             seed: int = 0) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
+    """Every metric the model supports (see the module doc): a flat dict of numbers, and the test codes and labels."""
     model.eval()
     device = data.test.images.device
     torch.manual_seed(seed)  # elbo_terms and corrupt draw from the global generator
@@ -201,6 +202,7 @@ def evaluate(model, data: Data, s: EvalSettings, data_root: str, seed: int = 0) 
     n_classes = len(data.classes)
     n_test = min(s.test_images or len(data.test), len(data.test))
     n_train = min(s.probe_train_images, len(data.train))
+    n_f = min(s.frechet_images, len(data.train), len(data.test))  # as many samples as test (and train) images
     out: dict = {"test_images": n_test}
 
     out.update(reconstruction(model, data.test, n_test))
@@ -210,9 +212,9 @@ def evaluate(model, data: Data, s: EvalSettings, data_root: str, seed: int = 0) 
     out["knn_acc"] = metrics.knn_accuracy(z_train, y_train, z_test, y_test, s.knn_k, n_classes)
     classifier, out["classifier_acc"] = load_classifier(data.name, data_root, device, s.classifier_epochs, s.cache_dir)
     key = (f"{data.name} train={n_train} test={n_test} k={s.knn_k} steps={s.probe_steps} l2={s.probe_l2} "
-           f"frechet={s.frechet_images} classifier=e{s.classifier_epochs}")
+           f"frechet={n_f} classifier=e{s.classifier_epochs}")
     floors = cached_json(cache_folder(data_root, s.cache_dir) / "floors.json", key,
-                         lambda: pixel_floors(data, s, n_train, n_test, classifier))
+                         lambda: pixel_floors(data, s, n_train, n_test, n_f, classifier))
     out.update({k: v for k, v in floors.items() if k != "frechet_floor"})
     out["jacobian_fro"] = encoder_jacobian(model, data.test, min(s.jacobian_images, n_test))
 
@@ -228,7 +230,6 @@ def evaluate(model, data: Data, s: EvalSettings, data_root: str, seed: int = 0) 
         with torch.no_grad():
             out["mmd"] = metrics.mmd_gaussian(z_test[:m], model.sample_prior(m, generator=generator).float())
 
-    n_f = min(s.frechet_images, len(data.test))
     x_f, y_f = data.test.batch(torch.arange(n_f, device=device))
     try:
         samples = draw(model, n_f, generator, y_f if model.conditional else None)
@@ -267,7 +268,8 @@ DESCRIPTIONS = {
     "frechet": ("Fréchet distance of samples to test images (lower is better)", "frechet_floor"),
     "label_acc": ("classifier accuracy on samples of each label", "classifier_acc"),
 }
-FLOOR_NAMES = {"pixel_probe_acc": "on pixels", "pixel_knn_acc": "on pixels", "elbo": "ELBO", "noisy_psnr": "noisy input",
+FLOOR_NAMES = {"pixel_probe_acc": "on pixels", "pixel_knn_acc": "on pixels", "elbo": "ELBO",
+               "noisy_psnr": "noisy input",
                "frechet_floor": "train vs test", "classifier_acc": "on test images"}
 
 
@@ -335,7 +337,8 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
     if threads:
         torch.set_num_threads(int(threads))
     d = cfg["data"]
-    data = load_data(d["name"], d["root"], resolve_device(device), download=d.get("download", False), val_size=d["val_size"])
+    data = load_data(d["name"], d["root"], resolve_device(device), download=d.get("download", False),
+                     val_size=d["val_size"])
     results, codes = evaluate(model, data, s, d["root"], seed)
     if s.pictures:
         write_pictures(model, data, codes, run_dir, seed, ckpt)

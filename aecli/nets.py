@@ -178,19 +178,22 @@ def mlp(widths: Sequence[int], act: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+# net name -> (encoder class, decoder class, the config key holding its widths)
+NETS = {"mlp": (MLPEncoder, MLPDecoder, "hidden"), "conv": (ConvEncoder, ConvDecoder, "channels")}
+
+
+def _build(net, part: int, dim: int, cond_dim: int, dropout: float) -> nn.Module:
+    if net["name"] not in NETS:
+        raise ValueError(f"unknown net {net['name']!r}: allowed {', '.join(NETS)}")
+    classes = NETS[net["name"]]
+    return classes[part](net[classes[2]], net["activation"], dim, cond_dim, dropout)
+
+
 def build_encoder(net, out_dim: int, cond_dim: int = 0, dropout: float = 0.0) -> nn.Module:
     """Build the encoder named by the `net` config group (keys: name, hidden|channels, activation)."""
-    if net["name"] == "mlp":
-        return MLPEncoder(net["hidden"], net["activation"], out_dim, cond_dim, dropout)
-    if net["name"] == "conv":
-        return ConvEncoder(net["channels"], net["activation"], out_dim, cond_dim, dropout)
-    raise ValueError(f"unknown net {net['name']!r}")
+    return _build(net, 0, out_dim, cond_dim, dropout)
 
 
 def build_decoder(net, in_dim: int, cond_dim: int = 0, dropout: float = 0.0) -> nn.Module:
     """Build the decoder mirroring `build_encoder` for the same `net` config."""
-    if net["name"] == "mlp":
-        return MLPDecoder(net["hidden"], net["activation"], in_dim, cond_dim, dropout)
-    if net["name"] == "conv":
-        return ConvDecoder(net["channels"], net["activation"], in_dim, cond_dim, dropout)
-    raise ValueError(f"unknown net {net['name']!r}")
+    return _build(net, 1, in_dim, cond_dim, dropout)

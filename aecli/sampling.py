@@ -44,7 +44,8 @@ def draw_samples(model, n: int, seed: int, label: int | None = None) -> tuple[to
     return model.sample(len(y), y=y, generator=generator), per_class
 
 
-def pick_pairs(y: torch.Tensor, rows: int, conditional: bool, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def pick_pairs(y: torch.Tensor, rows: int, conditional: bool,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (a, b) of `rows` random pairs; b has a's label when the model is conditional (one y per row)."""
     perm = torch.randperm(len(y), generator=generator, device=generator.device).to(y.device)
     a, rest = perm[:rows], perm[rows:]
@@ -60,7 +61,7 @@ def interpolation_images(model, x: torch.Tensor, y: torch.Tensor, rows: int, see
     """rows x steps images: row r decodes (1 - t) f(x_a) + t f(x_b) for t = 0, 1/(steps-1), .., 1, for a random
     pair (a, b) of the images x (of the same label for a conditional model, which decodes with that label)."""
     g = torch.Generator(device=x.device).manual_seed(seed)
-    a, b = pick_pairs(y, rows, model.conditional, g)
+    a, b = pick_pairs(y, min(rows, len(y) // 2), model.conditional, g)
     t = torch.linspace(0, 1, steps, device=x.device)[None, :, None]
     z_a, z_b = model.encode(x[a], y[a]), model.encode(x[b], y[b])
     z = ((1 - t) * z_a[:, None] + t * z_b[:, None]).flatten(0, 1)

@@ -5,7 +5,7 @@ Every run folder holds what the table needs, so runs made on different days comp
     .hydra/overrides.yaml   the command-line overrides of the run (the swept values of a sweep job)
     metrics.csv             one row per epoch (the trainer): best val_loss and its epoch's val_recon
     eval.json               the test metrics, when eval ran (`eval.at_end` or `aecli eval`)
-    status.json             ok or failed, the error, the seconds (cli.py writes it when the run ends)
+    status.json             ok, failed or interrupted, the error, the seconds (cli.py writes it when the run ends)
 
 A sweep folder is a folder of run folders (`hydra.sweep.dir`/<job number>); `SweepSummary`, a Hydra callback
 registered in conf/config.yaml, writes its `summary.csv` and prints the table when the sweep ends. Nothing here
@@ -37,7 +37,7 @@ LAST = ["seconds", "status", "error"]
 
 # -- what a run leaves behind -------------------------------------------------------------------------
 def write_status(run_dir: Path, status: str, seconds: float, error: str | None = None) -> None:
-    """Record how a run ended (`ok` or `failed`) in its folder, for the summary."""
+    """Record how a run ended (`ok`, `failed` or `interrupted`) in its folder, for the summary."""
     record = {"status": status, "seconds": round(seconds, 3), "error": error}
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     (Path(run_dir) / STATUS_FILE).write_text(json.dumps(record) + "\n")

@@ -141,9 +141,12 @@ def test_every_model_gets_the_metrics_its_capabilities_say(name, data_root, smal
     out, (z, y) = ev.evaluate(model, data, s, str(data_root))
     expected = set(ALWAYS)
     for capability, keys in CAPABILITY_KEYS.items():
-        if getattr(model, capability, False) if capability in ("has_prior", "conditional") else hasattr(model, capability):
+        flag = capability in ("has_prior", "conditional")  # class flags; the others are methods or attributes
+        if (getattr(model, capability) if flag else hasattr(model, capability)):
             expected |= keys
     assert expected <= set(out), expected - set(out)
     unexpected = set().union(*CAPABILITY_KEYS.values()) - expected
     assert not unexpected & set(out)
+    if name == "pca":  # z = V^T (x - m) with orthonormal V: J = V^T, ||J||_F = sqrt(latent_dim) for every x
+        assert out["jacobian_fro"] == pytest.approx(math.sqrt(3), rel=1e-4)
     assert z.shape == (300, 3) and all(math.isfinite(v) for v in out.values() if isinstance(v, float) and v != math.inf)
