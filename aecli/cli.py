@@ -63,6 +63,42 @@ def check_group_choices(args: list[str], conf: Path) -> None:
                 fail(f"{key}={v} is not a {key} aecli knows: allowed {', '.join(options)}")
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message as one line (Hydra's and OmegaConf's span several, with hints we drop)."""
+    lines = [ln.strip() for ln in str(error).splitlines()]
+    keep = [ln for ln in lines if ln and not ln.startswith(("full_key:", "object_type=", "reference_type=", "See https",
+                                                               "Set the environment variable HYDRA_FULL_ERROR"))]
+    return "; ".join(keep) or type(error).__name__
+
+
+def check_overrides(args: list[str], conf: Path) -> None:
+    """Compose the config once before Hydra runs, so a bad override (an unknown key, a typo in the grammar)
+    ends in one line instead of Hydra's multi-line report. Sweep values are checked by the sweep itself."""
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        return  # --cfg, --help, -sc ...: Hydra's own modes
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in args if a not in ("-m", "--multirun")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:  # noqa: BLE001 - the grammar's error, in one line
+        fail(f"cannot read the overrides: {one_line(e)} (the form is key=value, e.g. lambda=10)")
+    sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+    if sweeps and not ({"-m", "--multirun"} & set(args)) and not any(a.startswith("hparams_search=") for a in args):
+        fail(f"{sweeps[0]} is a sweep: add -m to run one job per value, or write a list as key=[a,b]")
+    simple = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            compose(config_name="config", overrides=simple)
+    except Exception as e:  # noqa: BLE001
+        unknown = re.match(r"Could not override '([^']+)'", str(e))
+        if unknown:
+            fail(f"{unknown.group(1)} is not a key of this config (`aecli train --cfg job` prints every key; "
+                 f"a model's keys come with its model=, e.g. model=dae for model.noise)")
+        fail(f"{one_line(e)} (`aecli train --help` lists the groups and keys)")
+
+
 def _arg(args: list[str], key: str) -> str | None:
     """The last `key=value` among the overrides, unquoted; None when not given."""
     values = [a.split("=", 1)[1] for a in args if a.startswith(f"{key}=")]
@@ -126,6 +162,7 @@ def train_main(args: list[str]) -> None:
 
     conf = config_dir()
     check_group_choices(args, conf)
+    check_overrides(args, conf)
     args = run_folder_args(args)
 
     @hydra.main(version_base="1.3", config_path=str(conf), config_name="config")

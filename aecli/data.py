@@ -24,6 +24,8 @@ import torch
 
 from aecli.errors import AecliError
 
+N_CLASSES = 10  # both data sets have ten classes, labels 0..9
+
 DATASETS = {
     # name in config -> (torchvision class name, folder under root, class names)
     "mnist": ("MNIST", "MNIST", [str(i) for i in range(10)]),

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
-from aecli.checkpoint import find_checkpoint, load_checkpoint
+from aecli.checkpoint import find_checkpoint, load_checkpoint, load_model_state
 from aecli.config import build_model, resolve_device
+from aecli.data import N_CLASSES
 from aecli.errors import AecliError
 from aecli.plots import save_grid
 
-N_CLASSES = 10
 MODES = ("prior", "interpolate", "traverse")
 STEPS = 8  # images per row of an interpolation or traversal
 RANGE_IMAGES = 1000  # test images whose codes set each latent dimension's traversal range
@@ -103,11 +103,7 @@ def load_run(run: str, which: str = "best", device: str = "auto"):
     dev = resolve_device(device)
     ckpt = load_checkpoint(path, map_location=dev)
     model = build_model(ckpt["config"]).to(dev)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise AecliError(f"checkpoint {path} does not fit model {ckpt['config']['model'].get('_target_')} "
-                         f"with this config: {str(e).splitlines()[0]}")
+    load_model_state(model, ckpt["config"], ckpt, path)
     model.eval()
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     return model, ckpt, run_dir

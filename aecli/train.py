@@ -31,9 +31,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
-
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from aecli.checkpoint import find_checkpoint, load_checkpoint, load_model_state, save_atomic
 from aecli.config import build_model, plain, resolve_device, validate
@@ -203,6 +201,10 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, multirun: bool = False):
         validate(cfg)
+        if cfg.eval.at_end:  # the evaluation's settings are checked now, not after hours of training
+            from aecli.evaluate import eval_settings
+
+            eval_settings(cfg.eval)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device.type)

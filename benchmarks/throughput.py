@@ -15,9 +15,9 @@ Printed: images/s for every variant, b/a, and model-FLOP utilization = images/s 
 layers) / (c) (forward 2 FLOPs per weight and image, backward 4). Then the same for cae (exact Jacobian and
 the estimate) and aae, and the step cost of cae against a plain ae at latent_dim 16 on the default mlp net.
 
-Every variant is timed in steady state: one warm-up call (excluded), then `--rounds` interleaved rounds of
-`steps` steps each; a variant's time is its best round, so a busy machine (other processes on the two cores)
-disturbs the ratios as little as possible.
+Every variant is timed in steady state: one warm-up call (excluded), then interleaved rounds of a few steps
+each (6 steps x 5 rounds; --quick: 3 x 2); a variant's time is its best round, so a busy machine (other
+processes on the two cores) disturbs the ratios as little as possible. The full run takes ~3-5 minutes here.
 """
 
 from __future__ import annotations
@@ -170,14 +170,23 @@ def linear_weights(model: nn.Module) -> int:
 
 
 # -- (c) the machine -------------------------------------------------------------------------------------------
-def matmul_flops(device: torch.device, dtype=torch.float32, m=BATCH, k=784, n=784, reps=20, rounds=5) -> float:
-    """FLOP/s of torch.mm at the model's widest layer: [m, k] x [k, n], best of `rounds`."""
-    a, b = torch.randn(m, k, device=device).to(dtype), torch.randn(k, n, device=device).to(dtype)
-    reps = reps * (50 if device.type == "cuda" else 1)
-    for _ in range(3):
-        torch.mm(a, b)
-    best = min(timed(lambda: [torch.mm(a, b) for _ in range(reps)], device) for _ in range(rounds)) / reps
-    return 2 * m * k * n / best
+class Matmul:
+    """(c): torch.mm [m, k] x [k, n] at the model's widest layer, timed in the same rounds as the training loops
+    (a busy moment lowers a loop and the peak alike); `flops` is FLOP/s of the best round."""
+
+    def __init__(self, device: torch.device, dtype=torch.float32, m=BATCH, k=784, n=784, reps=10):
+        self.a, self.b = torch.randn(m, k, device=device).to(dtype), torch.randn(k, n, device=device).to(dtype)
+        self.name, self.flop = f"torch.mm {str(dtype)[6:]}", 2 * m * k * n
+        self.steps = reps * (50 if device.type == "cuda" else 1)
+        self.seconds, self.warmup = float("inf"), 0.0
+
+    def run(self) -> None:
+        for _ in range(self.steps):
+            torch.mm(self.a, self.b)
+
+    @property
+    def flops(self) -> float:
+        return self.flop / self.seconds
 
 
 # -- measuring -------------------------------------------------------------------------------------------------
@@ -195,7 +204,8 @@ def sync(device: torch.device) -> None:
 
 
 class Variant:
-    """A named training loop: `run()` does `steps` steps of `batch` images; `weights` sets its model FLOPs."""
+    """A named training loop: `run()` does `steps` steps of `batch` images; `weights` sets its model FLOPs, and
+    `peak` (a Matmul) the FLOP/s its model-FLOP utilization is measured against."""
 
     def __init__(self, name: str, run, steps: int, batch: int, weights: int, peak: float):
         self.name, self.run, self.steps, self.batch, self.weights, self.peak = name, run, steps, batch, weights, peak
@@ -208,7 +218,7 @@ class Variant:
 
     @property
     def mfu(self) -> float:
-        return self.images_per_s * 6 * self.weights / self.peak
+        return self.images_per_s * 6 * self.weights / self.peak.flops
 
 
 def measure(variants: list[Variant], rounds: int, device: torch.device) -> None:
@@ -274,16 +284,14 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     gpu = device.type == "cuda"
-    steps, rounds = (4, 2) if args.quick else (10, 3)
+    steps, rounds = (3, 2) if args.quick else (6, 5)
     if gpu:
         steps *= 10
     root = str(Path(args.data_root).expanduser())
     started = time.perf_counter()
     print(f"machine: {machine(device)}")
 
-    peak, peak_bf16 = matmul_flops(device), matmul_flops(device, torch.bfloat16)
-    print(f"(c) torch.mm [1024,784] x [784,784] on {device.type}: {peak / 1e9:,.1f} GFLOP/s fp32, "
-          f"{peak_bf16 / 1e9:,.1f} GFLOP/s bf16")
+    peak, peak_bf16 = Matmul(device), Matmul(device, torch.bfloat16)
 
     # -- the VAE of seed 004 ------------------------------------------------------------------------------------
     dev = [f"device={device.type}"]
@@ -307,26 +315,36 @@ def main() -> None:
         run, w, trainer = trainer_runner(root, steps, vae)
         with_item_every_step(trainer)
         variants.append(Variant("     ablation: loss.item() after every step", run, steps, BATCH, w, peak))
+    compiled = []
+    if args.compile:
+        for extra, pk in (([], peak), (["trainer.precision=bf16"], peak_bf16)):
+            run, w, _ = trainer_runner(root, steps, [*vae, "trainer.compile=true", *extra])
+            compiled.append(Variant(f"(b)  aecli trainer, trainer.compile=true {' '.join(extra)}", run, steps,
+                                    BATCH, w, pk))
+        variants += compiled
     print(f"VAE, seed 004's setup (MLP 784-784-784, latent {LATENT}, batch {BATCH}, AdamW 1e-3, MNIST); "
           f"{steps} steps x {rounds} rounds each, after a warm-up:", flush=True)
-    measure(variants, rounds, device)
+    measure([peak, peak_bf16, *variants], rounds, device)
+    print(f"(c) torch.mm [1024,784] x [784,784] on {device.type}: {peak.flops / 1e9:,.1f} GFLOP/s fp32, "
+          f"{peak_bf16.flops / 1e9:,.1f} GFLOP/s bf16")
     report(variants, baseline=a)
-    print(f"  b/a = {b.images_per_s / a.images_per_s:.2f} (fp32), MFU of (b) = {b.mfu:.1%} of (c) fp32")
+    bf16 = variants[3]
+    print(f"  b/a = {b.images_per_s / a.images_per_s:.2f} fp32, {bf16.images_per_s / a.images_per_s:.2f} with "
+          f"trainer.precision=bf16; MFU of (b) {b.mfu:.1%} of (c) fp32, {bf16.mfu:.1%} of (c) bf16")
+    bound = 6 * b.weights * BATCH / peak.flops  # seconds a step would take if it were nothing but fp32 matmuls at (c)
+    print(f"  ceiling in fp32: a step of pure matmul at (c) takes {bound * 1e3:.1f} ms, so no fp32 loop can beat "
+          f"{a.seconds / bound:.2f}x (a) here; (a) spends {1 - a.mfu:.0%} of its step outside the model FLOPs")
 
     if args.compile:
-        run, w, _ = trainer_runner(root, steps, [*vae, "trainer.compile=true"])
-        c = Variant("(b)  aecli trainer, trainer.compile=true", run, steps, BATCH, w, peak)
-        measure([c], rounds, device)
-        report([c], baseline=a)
-        print(f"  compile: first epoch of {steps} steps took {c.warmup:.1f}s (the compile), "
-              f"then {c.seconds * 1e3:.1f} ms/step against {b.seconds * 1e3:.1f} eager")
+        for c in compiled:
+            print(f"  {c.name.strip()}: the warm-up epoch of {steps} steps (the compile) took {c.warmup:.1f}s")
 
     if not args.no_zoo:
         zoo(root, steps, rounds, device, seed_hp, peak, args.quick)
     print(f"total {time.perf_counter() - started:.0f}s")
 
 
-def zoo(root: str, steps: int, rounds: int, device: torch.device, seed_hp: list[str], peak: float, quick: bool):
+def zoo(root: str, steps: int, rounds: int, device: torch.device, seed_hp: list[str], peak: Matmul, quick: bool):
     """cae (exact Jacobian, estimate) and aae at seed 004's setup; then cae against ae at latent 16, mlp net."""
     from aecli.cli import config_dir
 
@@ -341,7 +359,7 @@ def zoo(root: str, steps: int, rounds: int, device: torch.device, seed_hp: list[
         variants.append(Variant(f"(b)  {name}", run, n, BATCH, w, peak))
     print(f"the zoo at seed 004's setup (MFU counts 6 x weights per image, not a Jacobian's extra passes):",
           flush=True)
-    measure(variants, 1 if quick else 2, device)
+    measure([peak, *variants], 1 if quick else 2, device)
     report(variants)
 
     if "cae" not in have or "ae" not in have:
@@ -354,7 +372,7 @@ def zoo(root: str, steps: int, rounds: int, device: torch.device, seed_hp: list[
         variants.append(Variant(f"(b)  {name}", run, steps, BATCH, w, peak))
     print(f"cae against ae at latent_dim 16 on the default mlp net, batch {BATCH} (targets: estimate <= 2x, "
           f"exact <= 6x the ae step):", flush=True)
-    measure(variants, rounds, device)
+    measure([peak, *variants], rounds, device)
     report(variants)
     for v in variants[1:]:
         print(f"  {v.name[5:]}: {v.seconds / variants[0].seconds:.2f}x the ae step")

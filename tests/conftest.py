@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# Subprocesses (the real CLI) import torch each time: let Python keep its byte-code cache.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 REPO = Path(__file__).resolve().parent.parent
 SEED_DATA = REPO.parent / "shared" / "data" / "seed-data.sh"
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -90,6 +90,10 @@ def test_help_and_composed_config(tmp_path):
     (("lambda=abc",), "lambda"),
     (("device=cuda",), "cuda"),
     (("data.root=/nonexistent/aecli", "data.download=false"), "/nonexistent/aecli/MNIST/raw"),
+    (("nokey=3",), "nokey is not a key"),
+    (("model.noise=gaussian",), "model.noise is not a key"),
+    (("lambda=1,10",), "add -m"),
+    (("lambda",), "key=value"),
 ])
 def test_bad_input_is_one_line_and_non_zero(args, needle, tmp_path, data_root):
     if "cuda" in args[0] and torch.cuda.is_available():
@@ -114,3 +118,9 @@ def test_hydra_tab_completion_works_through_the_subcommand(tmp_path):
     query = run_cli("-sc", "query=bash", cwd=tmp_path, env={"COMP_LINE": line, "COMP_POINT": str(len(line))})
     assert query.returncode == 0
     assert "model=cae" in query.stdout.split() and "model=cvae" in query.stdout.split()
+
+
+def test_a_bad_eval_setting_is_refused_before_training(tmp_path, data_root):
+    proc = run_cli("train", *tiny_overrides(data_root, **{"eval.at_end": "true", "eval.iw_samples": 0}), cwd=tmp_path)
+    assert proc.returncode != 0 and "eval.iw_samples=0" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("outputs/*/*/metrics.csv"))  # no epoch ran

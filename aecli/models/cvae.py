@@ -16,10 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from aecli.data import N_CLASSES
 from aecli.errors import AecliError
 from aecli.models.vae import VAE
-
-N_CLASSES = 10
 
 
 class CVAE(VAE):
