@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from aecli.cli import config_dir
-from aecli.data import load_data, load_raw
+from aecli.data import Batcher, load_data, load_raw
 from aecli.models.base import make_optimizer
 from aecli.train import Trainer
 
@@ -40,8 +40,6 @@ def trainer_on(shared_data, cfg, tmp_path, name="run") -> Trainer:
     trainer = Trainer(cfg, tmp_path / name)
     torch.set_num_threads(threads)  # tiny_overrides asks for one thread; leave the session as it was
     trainer.data = shared_data
-    from aecli.data import Batcher
-
     trainer.batcher = Batcher(len(shared_data.train), cfg.batch_size, trainer.device, seed=cfg.seed)
     return trainer
 
@@ -171,10 +169,12 @@ def test_cuda_hot_loop_makes_no_host_sync(model, data_root, tmp_path):
     trainer.load_data()
     assert trainer.data.train.images.is_cuda
     sums: dict[str, torch.Tensor] = {}
+    batches = iter(trainer.batcher)
+    first = next(batches)  # the epoch's permutation is drawn here, once an epoch: outside the steps
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for idx in trainer.batcher:
+        for idx in [first, *batches]:
             x, y = trainer.data.train.batch(idx)
             with trainer.autocast():
                 terms = trainer.model.train_step(x, y, trainer.optimizers)
