@@ -5,3 +5,11 @@ class AecliError(Exception):
     """An error caused by the user's input or environment; the CLI prints `aecli: <message>` and exits."""
 
     exit_code = 2
+
+
+def exit_with(message: str, code: int = 2) -> None:
+    """Print `aecli: <message>` on stderr, one line, and exit with `code` (no traceback)."""
+    import sys
+
+    print(f"aecli: {message}", file=sys.stderr)
+    raise SystemExit(code)

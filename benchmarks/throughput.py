@@ -357,14 +357,14 @@ def zoo(root: str, steps: int, rounds: int, device: torch.device, seed_hp: list[
     for name, over, n in rows:
         run, w, _ = trainer_runner(root, n, [*seed_hp, *over])
         variants.append(Variant(f"(b)  {name}", run, n, BATCH, w, peak))
-    print(f"the zoo at seed 004's setup (MFU counts 6 x weights per image, not a Jacobian's extra passes):",
+    print("the zoo at seed 004's setup (MFU counts 6 x weights per image, not a Jacobian's extra passes):",
           flush=True)
     measure([peak, *variants], 1 if quick else 2, device)
     report(variants)
 
     if "cae" not in have or "ae" not in have:
         return
-    small = [f"latent_dim=16", "net=mlp", "trainer.optimizer=adamw", f"device={device.type}"]
+    small = ["latent_dim=16", "net=mlp", "trainer.optimizer=adamw", f"device={device.type}"]
     variants = []
     for name, over in (("ae", ["model=ae"]), ("cae, jacobian=estimate", ["model=cae", "model.jacobian=estimate"]),
                        ("cae, jacobian=exact", ["model=cae", "model.jacobian=exact"])):

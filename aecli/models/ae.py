@@ -40,7 +40,8 @@ class AE(DeterministicAE):
         dec_acts: list[torch.Tensor] = []
         z = self.code(self.encoder(x, acts=enc_acts))
         recon = self.recon_nll(self.decoder(z, acts=dec_acts), x).mean()
-        l2 = sum(w.pow(2).sum() for w in self.weights())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.lam > 0):  # reported, not trained, at lambda 0
+            l2 = sum(w.pow(2).sum() for w in self.weights())
         terms = {"recon": recon, "l2": l2}
         total = recon + self.lam * l2
         if self.layer_match > 0:
