@@ -36,9 +36,12 @@ def _cat(h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     return h if c is None else torch.cat([h, c.to(h.dtype)], dim=1)
 
 
-def _run(layers: nn.Sequential, h: torch.Tensor, acts: list | None) -> torch.Tensor:
-    """Apply `layers`; when `acts` is a list, append the output of every activation (before any dropout)."""
+def _run(layers: nn.Sequential, h: torch.Tensor, acts: list | None, pre: list | None = None) -> torch.Tensor:
+    """Apply `layers`; when `acts` is a list, append the output of every activation (before any dropout); when
+    `pre` is a list, append (the activation, its input) for every activation: its pre-activation."""
     for layer in layers:
+        if pre is not None and isinstance(layer, _ACTIVATION_TYPES):
+            pre.append((layer, h))
         h = layer(h)
         if acts is not None and isinstance(layer, _ACTIVATION_TYPES):
             acts.append(h)
@@ -80,8 +83,9 @@ class MLPEncoder(nn.Module):
     def linears(self) -> list[nn.Linear]:
         return [m for m in self.hidden if isinstance(m, nn.Linear)] + [self.out]
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, acts: list | None = None) -> torch.Tensor:
-        return self.out(_run(self.hidden, _cat(x.flatten(1), c), acts))
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, acts: list | None = None,
+                pre: list | None = None) -> torch.Tensor:
+        return self.out(_run(self.hidden, _cat(x.flatten(1), c), acts, pre))
 
 
 class MLPDecoder(nn.Module):

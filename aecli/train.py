@@ -295,8 +295,10 @@ class Trainer:
         for name in ("checkpoints", "images", "plots"):
             (self.run_dir / name).mkdir(parents=True, exist_ok=True)
         n_params = sum(p.numel() for p in self.model.parameters())
+        where = (f"cuda ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda"
+                 else f"cpu ({torch.get_num_threads()} threads)")
         log.info(f"model {self.model.name} ({n_params:,} parameters, net={cfg.net.name}, latent_dim={cfg.latent_dim}, "
-                 f"lambda={cfg['lambda']}) on {self.device.type}; data {cfg.data.name}: {len(self.data.train)} train, "
+                 f"lambda={cfg['lambda']}) on {where}; data {cfg.data.name}: {len(self.data.train)} train, "
                  f"{len(self.data.val)} val images; run folder {self.run_dir}")
         with self.catch_signals():
             while self.epoch < cfg.epochs or self.partial is not None:

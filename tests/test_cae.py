@@ -13,8 +13,19 @@ ENCODERS = {
     "one_sigmoid_layer": ({"name": "mlp", "hidden": [], "activation": "relu"}, 6, "sigmoid"),
     "deep_mlp": ({"name": "mlp", "hidden": [20, 12], "activation": "tanh"}, 5, "sigmoid"),
     "conv": ({"name": "conv", "channels": [2, 3], "activation": "elu"}, 5, "tanh"),
-    "overcomplete_jacfwd": ({"name": "mlp", "hidden": [10], "activation": "softplus"}, 800, "none"),
+    "overcomplete_jacfwd": ({"name": "conv", "channels": [2, 3], "activation": "softplus"}, 800, "none"),
+    # the chain rule (every mlp with hidden layers): every activation, every code activation, three hidden
+    # layers, a first layer wider than the image (no Gram matrix), more codes than pixels
+    "three_hidden_leaky_relu": ({"name": "mlp", "hidden": [24, 16, 12], "activation": "leaky_relu"}, 5, "tanh"),
+    "relu_relu_code": ({"name": "mlp", "hidden": [20, 12], "activation": "relu"}, 5, "relu"),
+    "elu": ({"name": "mlp", "hidden": [14], "activation": "elu"}, 4, "sigmoid"),
+    "gelu": ({"name": "mlp", "hidden": [14, 9], "activation": "gelu"}, 4, "none"),
+    "silu": ({"name": "mlp", "hidden": [14], "activation": "silu"}, 4, "tanh"),
+    "sigmoid": ({"name": "mlp", "hidden": [14], "activation": "sigmoid"}, 4, "sigmoid"),
+    "softplus_wide_first_layer": ({"name": "mlp", "hidden": [800, 7], "activation": "softplus"}, 4, "sigmoid"),
+    "overcomplete_mlp": ({"name": "mlp", "hidden": [10], "activation": "softplus"}, 800, "none"),
 }
+CHAIN_RULE = [name for name, (net, _, _) in ENCODERS.items() if net["name"] == "mlp" and net["hidden"]]
 
 
 def make_cae(name: str, jacobian: str = "exact", projections: int = 1) -> CAE:
@@ -34,24 +45,41 @@ def test_exact_penalty_equals_autograd_jacobian(name):
     model = make_cae(name)
     x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
     assert model.one_sigmoid_layer == (name == "one_sigmoid_layer")  # the closed form is used only there
-    got = model.contraction(x, model.encode(x))
+    assert model.chain_rule == (name in CHAIN_RULE)
+    z, got = model.contraction(x)
     want = autograd_frobenius(model, x)
     assert got.shape == (3,)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=0)
+    torch.testing.assert_close(z, model.encode(x))  # the code comes from the same forward pass
     # and the loss reports the batch mean of it
     assert model.loss(x)["contraction"].item() == pytest.approx(want.mean().item(), rel=1e-4)
 
 
-@pytest.mark.parametrize("name", ["one_sigmoid_layer", "deep_mlp", "conv"])
+@pytest.mark.parametrize("name", ["one_sigmoid_layer", "deep_mlp", "conv", "three_hidden_leaky_relu", "silu",
+                                  "softplus_wide_first_layer"])
 def test_exact_penalty_gradient_equals_autograd(name):
     """Training differentiates the penalty itself: its parameter gradient matches autograd's double backward."""
     model = make_cae(name)
-    x = torch.rand(1, 1, 28, 28, dtype=torch.float64)
+    x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
     params = [p for p in model.encoder.parameters()]
-    got = torch.autograd.grad(model.contraction(x, model.encode(x)).sum(), params)
+    got = torch.autograd.grad(model.contraction(x)[1].sum(), params)
     want = torch.autograd.grad(autograd_frobenius(model, x, create_graph=True).sum(), params)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["deep_mlp", "conv"])
+def test_loss_gradient_equals_separate_passes(name):
+    """The code for the reconstruction comes from the penalty's forward pass; the loss's gradient (encoder and
+    decoder) equals that of R(x, g(f(x))) + lambda * ||J||^2 written out with autograd's Jacobian."""
+    model = make_cae(name)
+    x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
+    got = torch.autograd.grad(model.loss(x)["loss"], list(model.parameters()))
+    want_loss = (model.recon_nll(model.decode(model.encode(x)), x).mean()
+                 + 0.1 * autograd_frobenius(model, x, create_graph=True).mean())
+    want = torch.autograd.grad(want_loss, list(model.parameters()))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", ["deep_mlp", "conv"])
@@ -60,10 +88,9 @@ def test_estimate_is_unbiased(name):
     exact = make_cae(name)
     estimate = make_cae(name, jacobian="estimate", projections=2000)
     x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
-    want = exact.contraction(x, exact.encode(x))
+    want = exact.contraction(x)[1]
     torch.manual_seed(1)
-    x_in = x.clone().requires_grad_(True)
-    got = estimate.contraction(x_in, estimate.encode(x_in), create_graph=False)
+    got = estimate.contraction(x, create_graph=False)[1]
     torch.testing.assert_close(got, want, rtol=0.05, atol=0)
     # a single projection is a noisy draw, yet it trains: the loss reaches the encoder's weights
     one = make_cae(name, jacobian="estimate", projections=1)
@@ -76,8 +103,8 @@ def test_estimate_is_unbiased(name):
 def test_validation_runs_without_grad():
     """evaluate_split calls loss under no_grad: both Jacobian modes still give the value."""
     x = torch.rand(4, 1, 28, 28, dtype=torch.float64)
-    for jacobian in ("exact", "estimate"):
-        model = make_cae("conv", jacobian=jacobian, projections=4)
+    for name, jacobian in (("conv", "exact"), ("deep_mlp", "exact"), ("conv", "estimate")):
+        model = make_cae(name, jacobian=jacobian, projections=4)
         with torch.no_grad():
             terms = model.loss(x)
         assert not terms["loss"].requires_grad and torch.isfinite(terms["loss"])

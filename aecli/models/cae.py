@@ -7,7 +7,13 @@ of the WHOLE encoder f, input to code (code activation included). lambda weighs 
 `jacobian: exact` computes ||J_f(x)||_F^2 exactly:
 - one sigmoid layer (net=mlp, net.hidden=[], code_activation=sigmoid): the closed form of the paper, Eq. 5,
   ||J_f(x)||_F^2 = sum_j (h_j (1 - h_j))^2 sum_i W_ji^2;
-- any other encoder: the batched Jacobian with torch.func (vmap over the batch of jacrev, latent_dim
+- an mlp with hidden layers: the chain rule written out. With a_l the pre-activations of hidden layer l,
+  D_l = diag(act'(a_l)) and S = diag(s'(h)) the code activation's slope, per image
+      J = S W_L D_{L-1} W_{L-1} ... D_1 W_1,
+  built in row order, M <- S W_L, then M <- (M D_l) W_l down to l = 2 (batched matmuls of latent_dim rows),
+  and ||J||_F^2 = ||M D_1 W_1||_F^2 = tr(M' G M'^T) with G = W_1 W_1^T, [h_1, h_1] instead of [h_1, 784]
+  (when h_1 < 784), formed once per batch; the slopes come from the same forward pass as the code;
+- any other encoder (conv): the batched Jacobian with torch.func (vmap over the batch of jacrev, latent_dim
   vector-Jacobian products, or jacfwd, 784 Jacobian-vector products, whichever is fewer).
 `jacobian: estimate` uses k = `projections` random projections v ~ N(0, I) in code space and one
 vector-Jacobian product each: E_v ||J^T v||^2 = tr(J J^T) = ||J||_F^2, an unbiased estimate
@@ -17,13 +23,16 @@ vector-Jacobian product each: E_v ||J^T v||^2 = tr(J J^T) = ||J||_F^2, an unbias
 from __future__ import annotations
 
 import torch
-from torch.func import jacfwd, jacrev, vmap
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.func import jacfwd, jacrev, jvp, vmap
 
 from aecli.models.base import check_choice
 from aecli.models.deterministic import DeterministicAE
 from aecli.nets import MLPEncoder
 
 JACOBIANS = ("exact", "estimate")
+PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU)
 
 
 class CAE(DeterministicAE):
@@ -42,26 +51,81 @@ class CAE(DeterministicAE):
     def one_sigmoid_layer(self) -> bool:
         return isinstance(self.encoder, MLPEncoder) and len(self.encoder.linears) == 1 and self.code_activation == "sigmoid"
 
-    def contraction(self, x: torch.Tensor, z: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
-        """||J_f(x)||_F^2 per image, [B]: exact, or its estimate (then x must require grad and z = f(x))."""
+    @property
+    def chain_rule(self) -> bool:
+        """An mlp with hidden layers and no dropout: J is the product of the module docstring."""
+        return (isinstance(self.encoder, MLPEncoder) and len(self.encoder.linears) > 1
+                and not any(isinstance(m, nn.Dropout) for m in self.encoder.hidden))
+
+    def contraction(self, x: torch.Tensor, create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The code z = f(x) and ||J_f(x)||_F^2 per image, [B]: exact, or its estimate."""
         if self.jacobian == "estimate":
+            x = x.detach().requires_grad_(True)
+            z = self.encode(x)
             v = torch.randn(self.projections, *z.shape, device=z.device, dtype=z.dtype)
             (jt_v,) = torch.autograd.grad(z, x, grad_outputs=v, is_grads_batched=True, create_graph=create_graph)
-            return jt_v.flatten(2).pow(2).sum(2).mean(0)  # mean over the k projections of ||J^T v||^2
+            return z, jt_v.flatten(2).pow(2).sum(2).mean(0)  # mean over the k projections of ||J^T v||^2
         if self.one_sigmoid_layer:
+            z = self.encode(x)
             w = self.encoder.out.weight  # [latent_dim, 784]
-            return (z * (1 - z)).pow(2) @ w.pow(2).sum(1)
-        f = lambda xi: self.encode(xi.unsqueeze(0)).squeeze(0)  # one image -> its code
+            return z, (z * (1 - z)).pow(2) @ w.pow(2).sum(1)
+        if self.chain_rule:
+            pre: list = []  # (activation, pre-activation a_l) of hidden layers 1 .. L-1
+            h = self.encoder(x, pre=pre)
+            w = [linear.weight for linear in self.encoder.linears]  # W_1 .. W_L
+            m = slope(self.code, h).unsqueeze(2) * w[-1]  # S W_L: [B, latent_dim, h_{L-1}]
+            for l in reversed(range(len(pre))):
+                act, a = pre[l]
+                m = m * slope(act, a).unsqueeze(1)  # M D_l
+                if l > 0:
+                    m = m @ w[l]  # (M D_l) W_l
+            return self.code(h), frobenius(m, w[0])
+
+        def f(xi):  # one image -> its code, twice: the Jacobian's output and the code itself (aux)
+            zi = self.encode(xi.unsqueeze(0)).squeeze(0)
+            return zi, zi
         transform = jacrev if self.latent_dim <= x[0].numel() else jacfwd
-        return vmap(transform(f))(x).flatten(1).pow(2).sum(1)
+        jac, z = vmap(transform(f, has_aux=True))(x)
+        return z, jac.flatten(1).pow(2).sum(1)
 
     def loss(self, x, y=None):
         create_graph = torch.is_grad_enabled()  # validation (no_grad) needs the Jacobian's value only
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_(self.jacobian == "estimate")
-            z = self.encode(x_in)
-            contraction = self.contraction(x_in, z, create_graph).mean()
+        with torch.set_grad_enabled(create_graph or self.jacobian == "estimate"):
+            z, contraction = self.contraction(x, create_graph)
+            contraction = contraction.mean()
         if not create_graph:
             z, contraction = z.detach(), contraction.detach()
         recon = self.recon_nll(self.decode(z), x).mean()
         return {"loss": recon + self.lam * contraction, "recon": recon, "contraction": contraction}
+
+
+def slope(act, a: torch.Tensor) -> torch.Tensor:
+    """act'(a), elementwise, for any elementwise activation: its forward-mode derivative along ones. The slope
+    of a piecewise-linear one is constant between kinks (zero derivative): detached, no backward pass for it."""
+    d = jvp(act, (a,), (torch.ones_like(a),))[1]
+    return d.detach() if isinstance(act, PIECEWISE_LINEAR) or act is torch.relu else d
+
+
+def frobenius(m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """||M_b W||_F^2 per b, for M [B, k, n] and W [n, d]: through the Gram matrix W W^T when n < d."""
+    if w.shape[0] < w.shape[1]:
+        return GramTrace.apply(m, w @ w.mT)
+    return (m @ w).pow(2).sum((1, 2))
+
+
+class GramTrace(torch.autograd.Function):
+    """q_b = tr(M_b G M_b^T) for a symmetric G [n, n]. Its backward reuses the forward's M G:
+    dq_b/dM_b = 2 M_b G, and dq/dG = sum_b dq_b M_b^T M_b (one matmul instead of autograd's two)."""
+
+    @staticmethod
+    def forward(ctx, m: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        mg = m @ g
+        ctx.save_for_backward(m, mg)
+        return (mg.flatten(1).unsqueeze(1) @ m.flatten(1).unsqueeze(2)).flatten()  # a batched dot: no [B, k, n] temporary
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dq: torch.Tensor):
+        m, mg = ctx.saved_tensors
+        dq = dq[:, None, None]
+        return 2 * dq * mg, (dq * m).flatten(0, 1).mT @ m.flatten(0, 1)
