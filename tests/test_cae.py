@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aecli.models import cae
 from aecli.models.cae import CAE
 from test_models import one_thread  # noqa: F401  (autouse: one torch thread)
 
@@ -66,6 +67,21 @@ def test_exact_penalty_gradient_equals_autograd(name):
     want = torch.autograd.grad(autograd_frobenius(model, x, create_graph=True).sum(), params)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-10)
+
+
+def test_chunks_change_nothing(monkeypatch):
+    """On the CPU the chain rule runs over chunks of images; 2 images a chunk (3 chunks for 5) gives the same
+    penalties and parameter gradients as one chunk."""
+    model = make_cae("three_hidden_leaky_relu")
+    x = torch.rand(5, 1, 28, 28, dtype=torch.float64)
+    params = list(model.encoder.parameters())
+    whole = model.contraction(x)[1]
+    want = torch.autograd.grad(whole.sum(), params)
+    monkeypatch.setattr(cae, "CPU_JACOBIAN_ROWS", 2 * model.latent_dim)
+    chunked = model.contraction(x)[1]
+    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=0)
+    for g, w in zip(torch.autograd.grad(chunked.sum(), params), want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("name", ["deep_mlp", "conv"])

@@ -7,12 +7,14 @@ of the WHOLE encoder f, input to code (code activation included). lambda weighs 
 `jacobian: exact` computes ||J_f(x)||_F^2 exactly:
 - one sigmoid layer (net=mlp, net.hidden=[], code_activation=sigmoid): the closed form of the paper, Eq. 5,
   ||J_f(x)||_F^2 = sum_j (h_j (1 - h_j))^2 sum_i W_ji^2;
-- an mlp with hidden layers: the chain rule written out. With a_l the pre-activations of hidden layer l,
-  D_l = diag(act'(a_l)) and S = diag(s'(h)) the code activation's slope, per image
+- an mlp with hidden layers (and no dropout): the chain rule written out. With a_l the pre-activations of
+  hidden layer l, D_l = diag(act'(a_l)) and S = diag(s'(h)) the code activation's slope, per image
       J = S W_L D_{L-1} W_{L-1} ... D_1 W_1,
-  built in row order, M <- S W_L, then M <- (M D_l) W_l down to l = 2 (batched matmuls of latent_dim rows),
-  and ||J||_F^2 = ||M D_1 W_1||_F^2 = tr(M' G M'^T) with G = W_1 W_1^T, [h_1, h_1] instead of [h_1, 784]
-  (when h_1 < 784), formed once per batch; the slopes come from the same forward pass as the code;
+  built in row order by batched matmuls of latent_dim rows, M <- S W_L, M <- (M D_l) W_l for l = L-1 .. 2,
+  M <- M D_1, and ||J||_F^2 = ||M W_1||_F^2 = tr(M G M^T) with G = W_1 W_1^T formed once per batch
+  ([h_1, h_1] instead of [h_1, 784] per row, when h_1 < 784; the trace's backward reuses M G). One forward
+  pass gives the code and every slope. At latent 16 on the default mlp this step costs ~6x an ae step,
+  where vmap(jacrev) (latent_dim vector-Jacobian products, differentiated again) cost 13x;
 - any other encoder (conv): the batched Jacobian with torch.func (vmap over the batch of jacrev, latent_dim
   vector-Jacobian products, or jacfwd, 784 Jacobian-vector products, whichever is fewer).
 `jacobian: estimate` uses k = `projections` random projections v ~ N(0, I) in code space and one
@@ -33,6 +35,11 @@ from aecli.nets import MLPEncoder
 
 JACOBIANS = ("exact", "estimate")
 PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU)
+# On the CPU the chain rule runs over chunks of images holding this many Jacobian rows (64 images at latent_dim
+# 16): every temporary [images, latent_dim, h] then stays a few MiB, which malloc reuses, where one [1024, 16,
+# 512] float32 tensor (32 MiB) is mapped fresh from the OS and faulted in page by page at every use: the
+# exact step at batch 1024 took 1.3x longer unchunked (benchmarks/README.md).
+CPU_JACOBIAN_ROWS = 1024
 
 
 class CAE(DeterministicAE):
@@ -72,14 +79,12 @@ class CAE(DeterministicAE):
         if self.chain_rule:
             pre: list = []  # (activation, pre-activation a_l) of hidden layers 1 .. L-1
             h = self.encoder(x, pre=pre)
+            s, d = slope(self.code, h), [slope(act, a) for act, a in pre]  # diagonals of S and D_l, [B, width]
             w = [linear.weight for linear in self.encoder.linears]  # W_1 .. W_L
-            m = slope(self.code, h).unsqueeze(2) * w[-1]  # S W_L: [B, latent_dim, h_{L-1}]
-            for l in reversed(range(len(pre))):
-                act, a = pre[l]
-                m = m * slope(act, a).unsqueeze(1)  # M D_l
-                if l > 0:
-                    m = m @ w[l]  # (M D_l) W_l
-            return self.code(h), frobenius(m, w[0])
+            gram = w[0] @ w[0].mT if w[0].shape[0] < w[0].shape[1] else None  # G = W_1 W_1^T, once per batch
+            n = max(1, CPU_JACOBIAN_ROWS // self.latent_dim) if x.device.type == "cpu" else len(x)
+            return self.code(h), torch.cat([chain_frobenius(s[i:i + n], [dl[i:i + n] for dl in d], w, gram)
+                                            for i in range(0, len(x), n)])
 
         def f(xi):  # one image -> its code, twice: the Jacobian's output and the code itself (aux)
             zi = self.encode(xi.unsqueeze(0)).squeeze(0)
@@ -106,11 +111,17 @@ def slope(act, a: torch.Tensor) -> torch.Tensor:
     return d.detach() if isinstance(act, PIECEWISE_LINEAR) or act is torch.relu else d
 
 
-def frobenius(m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """||M_b W||_F^2 per b, for M [B, k, n] and W [n, d]: through the Gram matrix W W^T when n < d."""
-    if w.shape[0] < w.shape[1]:
-        return GramTrace.apply(m, w @ w.mT)
-    return (m @ w).pow(2).sum((1, 2))
+def chain_frobenius(s: torch.Tensor, d: list[torch.Tensor], w: list[torch.Tensor], gram: torch.Tensor | None):
+    """||S W_L D_{L-1} W_{L-1} ... D_1 W_1||_F^2 per image, in row order, from the diagonals s [B, latent_dim]
+    and d_l [B, h_l], the weights w = [W_1 .. W_L] and G = W_1 W_1^T (None: W_1 itself, when h_1 >= 784)."""
+    m = s.unsqueeze(2) * w[-1]  # S W_L: [B, latent_dim, h_{L-1}]
+    for l in reversed(range(len(d))):
+        m = m * d[l].unsqueeze(1)  # M D_l
+        if l > 0:
+            m = m @ w[l]  # (M D_l) W_l
+    if gram is None:
+        return (m @ w[0]).pow(2).sum((1, 2))
+    return GramTrace.apply(m, gram)  # ||M W_1||_F^2 = tr(M G M^T)
 
 
 class GramTrace(torch.autograd.Function):
@@ -121,7 +132,7 @@ class GramTrace(torch.autograd.Function):
     def forward(ctx, m: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         mg = m @ g
         ctx.save_for_backward(m, mg)
-        return (mg.flatten(1).unsqueeze(1) @ m.flatten(1).unsqueeze(2)).flatten()  # a batched dot: no [B, k, n] temporary
+        return (mg.flatten(1).unsqueeze(1) @ m.flatten(1).unsqueeze(2)).flatten()  # batched dot, no temporary
 
     @staticmethod
     @once_differentiable
