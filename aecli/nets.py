@@ -64,6 +64,16 @@ class TiedLinear(nn.Module):
         return nn.functional.linear(h, self.weight.t(), self.bias)
 
 
+def hidden_stack(widths: Sequence[int], act: str, dropout: float = 0.0) -> nn.Sequential:
+    """[Linear -> act (-> Dropout)] for each consecutive pair of widths: an mlp's hidden layers."""
+    layers: list[nn.Module] = []
+    for w_in, w_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(w_in, w_out), activation(act)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
 class MLPEncoder(nn.Module):
     """x -> flatten -> [Linear -> act] * len(hidden) -> Linear(out_dim). The condition joins the input."""
 
@@ -71,12 +81,7 @@ class MLPEncoder(nn.Module):
                  dropout: float = 0.0, image_shape=IMAGE_SHAPE):
         super().__init__()
         widths = [math.prod(image_shape) + cond_dim, *hidden]
-        layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(w_in, w_out), activation(act)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-        self.hidden = nn.Sequential(*layers)
+        self.hidden = hidden_stack(widths, act, dropout)
         self.out = nn.Linear(widths[-1], out_dim)
 
     @property
@@ -96,12 +101,7 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.image_shape = tuple(image_shape)
         widths = [in_dim + cond_dim, *reversed(list(hidden))]
-        layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(w_in, w_out), activation(act)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-        self.hidden = nn.Sequential(*layers)
+        self.hidden = hidden_stack(widths, act, dropout)
         self.out = nn.Linear(widths[-1], math.prod(image_shape))
 
     @property
