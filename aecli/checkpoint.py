@@ -47,9 +47,14 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive: this is no checkpoint at all
+            raise AecliError(f"checkpoint {path} is not a torch checkpoint (corrupt or another kind of file): use "
+                             "another checkpoint of the run (checkpoints/last.pt or best.pt)")
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if ln.startswith(("Unsupported global", "Unsupported operand"))),
+                   lines[0] if lines else "unsupported content")
         raise AecliError(f"checkpoint {path} holds something other than tensors and plain containers and was "
-                         f"refused without running it ({first[:160]})")
+                         f"refused without running it ({why[:160]})")
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise AecliError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}): use another "
                          "checkpoint of the run (checkpoints/last.pt or best.pt)")

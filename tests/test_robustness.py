@@ -191,3 +191,14 @@ def test_an_unwritable_output_folder_is_named(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code, err = cli_error(capsys, "train", f"hydra.run.dir={tmp_path / 'file' / 'run'}")
     assert code == 2 and f"cannot write the run folder {tmp_path / 'file' / 'run'}" in err
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint\n", b"", b"PK\x03\x04" + b"\x00" * 40])
+def test_a_file_that_is_no_checkpoint_is_named_in_one_line(tmp_path, content):
+    path = tmp_path / "best.pt"
+    path.write_bytes(content)
+    with pytest.raises(AecliError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message
+    assert "not a torch checkpoint" in message or "truncated or corrupt" in message
