@@ -72,10 +72,6 @@ class Data:
     test: Split
 
 
-def default_root() -> str:
-    return os.environ.get("AECLI_DATA_ROOT") or str(Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "aecli" / "data")
-
-
 def check_idx_file(path: Path, magic: int, shape: tuple[int, ...]) -> None:
     """Refuse a file with a wrong magic number, wrong dimensions or a truncated body, naming the file."""
     size = path.stat().st_size

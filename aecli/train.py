@@ -353,7 +353,7 @@ class Trainer:
                     raise self.interrupted(f"after step {self.step} (epoch {self.epoch}, batch {count}/"
                                            f"{len(self.batcher)})")
             self.guard.check(self.epoch)
-            means = {k: v.item() / max(count, 1) for k, v in sums.items()}
+            means = dict(zip(sums, (torch.stack(list(sums.values())) / count).tolist())) if count else {}  # one read
         return means, progress
 
     # -- interrupts --------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ class AAE(Autoencoder):
                  disc_hidden: Sequence[int] = (256, 256)):
         super().__init__(net, latent_dim, lam)
         check_choice("prior", prior, PRIORS)
-        self.prior_name = prior
         self.encoder = build_encoder(net, self.latent_dim)
         self.decoder = build_decoder(net, self.latent_dim)
         # D(z): the logit of "z was drawn from the prior"; ReLU hidden layers as in the paper (Sec. 4)

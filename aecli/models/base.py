@@ -43,7 +43,6 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.latent_dim = int(latent_dim)
         self.lam = float(lam)  # the config's top-level `lambda`: the weight of this model's regularizer
-        self.net_name = net["name"]
 
     # -- the contract -------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -95,9 +94,6 @@ class Autoencoder(nn.Module):
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the trainer before each epoch (1-based): schedules such as a KL warm-up live here."""
-
-    def on_train_end(self, codes: torch.Tensor) -> None:
-        """Called with training codes when an epoch ends; models without a prior fit one here."""
 
 
 def check_choice(key: str, value, allowed) -> None:
