@@ -67,11 +67,25 @@ def one_line(error: BaseException) -> str:
     return "; ".join(keep) or type(error).__name__
 
 
+def sweep_values(override) -> list[str] | None:
+    """The values of a sweep override as strings (model=cae,dae -> [cae, dae]); None when they cannot be listed
+    (an Optuna interval, a glob)."""
+    try:
+        return [str(v) for v in override.sweep_string_iterator()]
+    except Exception:  # noqa: BLE001 - Hydra raises different types for sweeps it cannot enumerate
+        return None
+
+
 def check_overrides(args: list[str], conf: Path) -> None:
     """Compose the config once before Hydra runs, so a bad override (an unknown key, a typo in the grammar)
-    ends in one line instead of Hydra's multi-line report. Sweep values are checked by the sweep itself."""
+    ends in one line instead of Hydra's multi-line report. A sweep over config groups (model=cae,dae) is
+    composed once per combination of its groups, so a model's own key (model.noise) is checked against each
+    swept model; the swept values themselves are checked by each job. A swept key that a swept model ignores
+    (lambda for the dae) is said once, before the jobs start."""
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
         return  # --cfg, --help, -sc ...: Hydra's own modes
+    import itertools
+
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -80,28 +94,57 @@ def check_overrides(args: list[str], conf: Path) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as e:  # noqa: BLE001 - the grammar's error, in one line
         fail(f"cannot read the overrides: {one_line(e)} (the form is key=value, e.g. lambda=10)")
-    sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+    sweeps = [o for o in parsed if o.is_sweep_override()]
     if sweeps and not ({"-m", "--multirun"} & set(args)) and not any(a.startswith("hparams_search=") for a in args):
-        fail(f"{sweeps[0]} is a sweep: add -m to run one job per value, or write a list as key=[a,b]")
+        fail(f"{sweeps[0].input_line} is a sweep: add -m to run one job per value, or write a list as key=[a,b]")
     simple = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
-    try:
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            compose(config_name="config", overrides=simple)
-    except Exception as e:  # noqa: BLE001
-        unknown = re.match(r"Could not override '([^']+)'", str(e))
-        if unknown:
-            fail(f"{unknown.group(1)} is not a key of this config (`aecli train --cfg job` prints every key; "
-                 f"a model's keys come with its model=, e.g. model=dae for model.noise)")
-        fail(f"{one_line(e)} (`aecli train --help` lists the groups and keys)")
+    groups = {o.key_or_group: sweep_values(o) for o in sweeps if (conf / o.key_or_group).is_dir()}
+    combos = [list(c) for c in itertools.product(*[[f"{g}={v}" for v in values] for g, values in groups.items()
+                                                    if values])]
+    composed = []
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for combo in combos:
+            try:
+                composed.append(compose(config_name="config", overrides=simple + combo))
+            except Exception as e:  # noqa: BLE001
+                where = f" (with {' '.join(combo)})" if combo else ""
+                unknown = re.match(r"Could not override '([^']+)'", str(e))
+                if unknown:
+                    fail(f"{unknown.group(1)} is not a key of this config{where} (`aecli train --cfg job` prints "
+                         f"every key; a model's keys come with its model=, e.g. model=dae for model.noise)")
+                fail(f"{one_line(e)}{where} (`aecli train --help` lists the groups and keys)")
+    swept = {o.key_or_group: sweep_values(o) for o in sweeps if o.key_or_group not in groups or o.key_or_group == "net"}
+    if swept:
+        warn_ignored_sweeps(composed, swept)
+
+
+def warn_ignored_sweeps(composed: list, swept: dict[str, list[str] | None]) -> None:
+    """Say once, before the jobs start, which swept keys a swept model ignores (its jobs repeat one run)."""
+    from hydra.utils import get_class
+
+    said = set()
+    for cfg in composed:
+        model = get_class(cfg.model._target_)
+        for key, values in swept.items():
+            ignored = [i for i in model.ignores if key == i or key.startswith(i + ".")]
+            if ignored and (model.name, key) not in said:
+                said.add((model.name, key))
+                shown = f"{key}={','.join(values)}" if values else key
+                print(f"aecli: warning: model={model.name} ignores {ignored[0]}: its jobs over {shown} repeat the "
+                      f"same run", file=sys.stderr)
 
 
 def train_main(args: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig
 
+    import aecli.sweep  # noqa: F401  (registers the resolver conf/hparams_search/optuna.yaml uses)
     from aecli.job import protect_run_folders, run_job
 
     conf = config_dir()
+    modes = [a for a in args if a in ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--run", "-r")]
+    if modes and {"-m", "--multirun"} & set(args):
+        fail(f"{modes[0]} and -m cannot be combined: {modes[0]} works on one composed config, drop -m")
     check_group_choices(args, conf)
     check_overrides(args, conf)
     args = protect_run_folders(args)

@@ -50,6 +50,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "resume": (lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
                "null or a run folder or checkpoint path"),
     "eval.at_end": (lambda v: isinstance(v, bool), "true or false"),
+    "optimized_metric": (lambda v: isinstance(v, str) and v.startswith(("val_", "train_", "test_")),
+                         "a metrics.csv column (val_recon, val_loss, ...) or test_<metric>"),
     "net.hidden": (lambda v: isinstance(v, (list, tuple)) and all(_is_int(w) and w >= 1 for w in v),
                    "a list of integer widths >= 1, e.g. [512,256]"),
     "net.channels": (lambda v: isinstance(v, (list, tuple)) and 1 <= len(v) <= 2

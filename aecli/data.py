@@ -11,6 +11,7 @@ images), and the official test set is `test`, kept for evaluation.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import math
 import os
@@ -62,6 +63,11 @@ class Split:
     def head(self, n: int) -> Split:
         return Split(self.images[:n], self.labels[:n])
 
+    def mean_image(self, chunk: int = 10000) -> torch.Tensor:
+        """The mean image [1, 28, 28], float in [0, 1] (summed in chunks: no float copy of the whole split)."""
+        total = sum(self.images[i:i + chunk].double().sum(0) for i in range(0, len(self), chunk))
+        return (total / (255.0 * len(self))).float()
+
 
 @dataclass
 class Data:
@@ -91,24 +97,38 @@ def check_idx_file(path: Path, magic: int, shape: tuple[int, ...]) -> None:
 
 
 def extract_gz(raw: Path) -> None:
-    """Decompress each official `.gz` whose extracted file is missing; a corrupt one is named, not half-used."""
-    for stem in IDX_FILES:
-        src, dst = raw / f"{stem}.gz", raw / stem
-        if dst.is_file() or not src.is_file():
-            continue
-        tmp = raw / f".{stem}.tmp"
-        try:
-            with gzip.open(src, "rb") as f_in, open(tmp, "wb") as f_out:
-                shutil.copyfileobj(f_in, f_out)
-        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-            tmp.unlink(missing_ok=True)
-            raise AecliError(f"data file {src} is not a valid gzip file ({e}): it is truncated or corrupt, "
-                             "delete it and lay the data out again")
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise AecliError(f"cannot extract {src.name} into the data folder {raw} ({e.strerror}): make it "
-                             "writable, or set data.root to a folder holding the extracted files")
-        os.replace(tmp, dst)
+    """Decompress each official `.gz` whose extracted file is missing; a corrupt one is named, not half-used.
+
+    Safe for any number of processes at once (the jobs of a parallel sweep on a fresh data folder): one holds an
+    OS lock on `raw/.extract.lock` while it extracts (released by the OS if it dies), each writes its own
+    temporary file, and a file another process finished meanwhile is not extracted twice."""
+    todo = [stem for stem in IDX_FILES if not (raw / stem).is_file() and (raw / f"{stem}.gz").is_file()]
+    if not todo:
+        return
+    try:
+        lock = open(raw / ".extract.lock", "a")
+    except OSError as e:
+        raise AecliError(f"cannot extract the .gz files in the data folder {raw} ({e.strerror}): make it writable, "
+                         "or set data.root to a folder holding the extracted files")
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for stem in todo:
+            src, dst = raw / f"{stem}.gz", raw / stem
+            if dst.is_file():  # another process extracted it while this one waited for the lock
+                continue
+            tmp = raw / f".{stem}.{os.getpid()}.tmp"
+            try:
+                with gzip.open(src, "rb") as f_in, open(tmp, "wb") as f_out:
+                    shutil.copyfileobj(f_in, f_out)
+            except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+                tmp.unlink(missing_ok=True)
+                raise AecliError(f"data file {src} is not a valid gzip file ({e}): it is truncated or corrupt, "
+                                 "delete it and lay the data out again")
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                raise AecliError(f"cannot extract {src.name} into the data folder {raw} ({e.strerror}): make it "
+                                 "writable, or set data.root to a folder holding the extracted files")
+            os.replace(tmp, dst)
 
 
 def _raw_ready(raw: Path) -> bool:

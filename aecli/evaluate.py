@@ -110,13 +110,23 @@ def chunks(n: int, device: torch.device, batch: int = BATCH):
 
 @torch.no_grad()
 def encode_split(model, split: Split, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The codes f(x) and labels of the first n images of a split."""
+    """The label-free codes (`model.representation`) and the labels of the first n images of a split."""
     zs, ys = [], []
     for idx in chunks(n, split.images.device):
         x, y = split.batch(idx)
-        zs.append(model.encode(x, y).float())
+        zs.append(model.representation(x).float())
         ys.append(y)
     return torch.cat(zs), torch.cat(ys)
+
+
+@torch.no_grad()
+def posterior_samples(model, split: Split, n: int, generator: torch.Generator) -> torch.Tensor:
+    """One draw z ~ q(z|x) for each of the first n images: samples of the aggregate posterior q(z)."""
+    out = []
+    for idx in chunks(n, split.images.device):
+        x, y = split.batch(idx)
+        out.append(model.sample_posterior(x, y, generator=generator).float())
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -155,10 +165,10 @@ def likelihood_bounds(model, split: Split, n: int, k: int, chunk: int) -> dict[s
 
 
 def encoder_jacobian(model, split: Split, n: int) -> float:
-    """Mean ||J_f(x)||_F over the first n images, f = model.encode (the Jacobian with respect to x)."""
-    x, y = split.batch(torch.arange(n, device=split.images.device))
+    """Mean ||J_f(x)||_F over the first n images, f = model.representation (the Jacobian with respect to x)."""
+    x, _ = split.batch(torch.arange(n, device=split.images.device))
     with torch.enable_grad():
-        return metrics.jacobian_frobenius(model.encode, x, y).mean().item()
+        return metrics.jacobian_frobenius(lambda v, _: model.representation(v), x).mean().item()
 
 
 @torch.no_grad()
@@ -225,10 +235,11 @@ def evaluate(model, data: Data, s: EvalSettings, data_root: str,
         out.update(reconstruction(model, data.test, n_test, corrupt=model.corrupt))
     if hasattr(model, "rho"):
         out["mean_activation"], out["off_fraction"] = metrics.activation_stats(z_test, s.sparse_threshold)
-    if model.has_prior:
+    if model.has_prior:  # q(z) = E_x q(z|x), sampled one z per test image, against draws from p(z)
         m = min(s.mmd_images, n_test)
         with torch.no_grad():
-            out["mmd"] = metrics.mmd_gaussian(z_test[:m], model.sample_prior(m, generator=generator).float())
+            out["mmd"] = metrics.mmd_gaussian(posterior_samples(model, data.test, m, generator),
+                                              model.sample_prior(m, generator=generator).float())
 
     x_f, y_f = data.test.batch(torch.arange(n_f, device=device))
     try:
@@ -343,7 +354,8 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
     if s.pictures:
         write_pictures(model, data, codes, run_dir, seed, ckpt)
     path = run_dir / "eval.json"
-    record = {"model": model.name, "data": data.name, "checkpoint": str(checkpoint), **results}
+    record = {"model": model.name, "data": data.name, "checkpoint": str(checkpoint),
+              "code": model.representation_note, **results}
     try:
         path.write_text(json.dumps(record, indent=1) + "\n")
     except OSError as e:

@@ -73,7 +73,8 @@ def protect_run_folders(args: list[str]) -> list[str]:
 
 
 def run_job(cfg) -> float | None:
-    """Hydra's task: train one run; returns the best val_loss (what a sweeper minimizes), None when it failed."""
+    """Hydra's task: train one run; returns its `optimized_metric` at the best checkpoint (what a sweeper
+    optimizes), None when it failed."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -87,7 +88,7 @@ def run_job(cfg) -> float | None:
         share_cores(cfg, hc.launcher)
     start = time.perf_counter()
     try:
-        best = train(cfg, run_dir, multirun=multirun, overrides=list(hc.overrides.task))
+        outcome = train(cfg, run_dir, multirun=multirun, overrides=list(hc.overrides.task))
     except Exception as e:
         known = isinstance(e, AecliError)
         if isinstance(e, Interrupted):  # Ctrl-C or SIGTERM stops a sweep too, with the signal's code
@@ -106,5 +107,6 @@ def run_job(cfg) -> float | None:
         else:  # a bug: keep its traceback in the job's log
             log.exception(f"job failed: {type(e).__name__}: {e}")
         return None  # not NaN: Optuna's sweeper marks a None trial failed and goes on, a NaN stops it
-    write_status(run_dir, "ok", time.perf_counter() - start)
-    return best
+    write_status(run_dir, "ok", time.perf_counter() - start, warnings=outcome.warnings,
+                 optimized={outcome.metric: outcome.value})
+    return outcome.value

@@ -52,7 +52,7 @@ class TensorBoardLogger(Logger):
 
     def log_epoch(self, epoch: int, row: dict[str, float]) -> None:
         for k, v in row.items():
-            if k not in ("epoch", "step"):
+            if k not in ("epoch", "step") and isinstance(v, (int, float)):
                 self.writer.add_scalar(f"epoch/{k}", v, epoch)
 
     def log_images(self, epoch: int, grids: dict[str, Any]) -> None:

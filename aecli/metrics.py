@@ -119,17 +119,20 @@ def probe_accuracy(z_train: torch.Tensor, y_train: torch.Tensor, z_test: torch.T
 def knn_accuracy(z_train: torch.Tensor, y_train: torch.Tensor, z_test: torch.Tensor, y_test: torch.Tensor,
                  k: int = 5, n_classes: int = 10, chunk: int = 1000) -> float:
     """k-nearest-neighbour accuracy (Euclidean): each test code takes the majority label of its k nearest
-    training codes; a tie goes to the class of the nearest neighbour among the tied."""
+    training codes; a tie goes to the tied class whose nearest member is nearest."""
     z_train, z_test = z_train.float(), z_test.float()
     k = min(k, z_train.shape[0])
+    ranks = torch.arange(k, device=z_train.device)
     correct = 0
     for start in range(0, z_test.shape[0], chunk):
         d = torch.cdist(z_test[start:start + chunk], z_train)
         nearest = d.topk(k, dim=1, largest=False).indices  # sorted, nearest first
         labels = y_train[nearest]
-        votes = F.one_hot(labels, n_classes).float().sum(1)
-        votes += 0.5 * F.one_hot(labels[:, 0], n_classes)  # breaks ties only: counts are whole numbers
-        correct += (votes.argmax(1) == y_test[start:start + chunk]).sum().item()
+        votes = F.one_hot(labels, n_classes).sum(1)
+        # the rank of each class's nearest member among the k (k when the class is absent)
+        first = torch.full_like(votes, k).scatter_reduce(1, labels, ranks.expand_as(labels), reduce="amin")
+        score = votes * (k + 1) + (k - first)  # one vote outweighs any rank: ranks only break ties
+        correct += (score.argmax(1) == y_test[start:start + chunk]).sum().item()
     return correct / max(z_test.shape[0], 1)
 
 

@@ -32,6 +32,32 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def activation_slope(act: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    """act'(a), elementwise, in closed form, for the activations above and nn.Identity (differentiable where
+    the slope varies; a piecewise-constant slope is detached: its derivative is 0 between the kinks)."""
+    if isinstance(act, nn.Identity):
+        return torch.ones_like(a)
+    if isinstance(act, nn.ReLU):
+        return (a > 0).to(a.dtype)
+    if isinstance(act, nn.LeakyReLU):
+        return torch.where(a > 0, 1.0, act.negative_slope).to(a.dtype)
+    if isinstance(act, nn.Sigmoid):
+        s = torch.sigmoid(a)
+        return s * (1 - s)
+    if isinstance(act, nn.Tanh):
+        return 1 - torch.tanh(a).pow(2)
+    if isinstance(act, nn.ELU):
+        return torch.where(a > 0, torch.ones_like(a), act.alpha * torch.exp(a.clamp(max=0)))
+    if isinstance(act, nn.SiLU):
+        s = torch.sigmoid(a)
+        return s * (1 + a * (1 - s))
+    if isinstance(act, nn.GELU) and act.approximate == "none":  # x Phi(x): Phi(x) + x phi(x)
+        return 0.5 * (1 + torch.erf(a / math.sqrt(2))) + a * torch.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+    if isinstance(act, nn.Softplus) and act.beta == 1:  # log(1 + e^x), linear above act.threshold
+        return torch.where(a > act.threshold, torch.ones_like(a), torch.sigmoid(a))
+    raise NotImplementedError(f"no closed-form slope for {act}")
+
+
 def _cat(h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     return h if c is None else torch.cat([h, c.to(h.dtype)], dim=1)
 
@@ -118,6 +144,12 @@ class MLPDecoder(nn.Module):
             self.hidden[i] = TiedLinear(src.weight)
         self.out = TiedLinear(sources[-1].weight)
 
+    @torch.no_grad()
+    def set_output_bias(self, logits: torch.Tensor) -> None:
+        """Set the per-pixel bias of the output layer: with the rest of the net's output near 0, the decoder then
+        starts at these logits (see `Autoencoder.init_output`)."""
+        self.out.bias.copy_(logits.flatten())
+
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, acts: list | None = None) -> torch.Tensor:
         return self.out(_run(self.hidden, _cat(z, c), acts)).view(-1, *self.image_shape)
 
@@ -141,8 +173,9 @@ class ConvEncoder(nn.Module):
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.out = nn.Linear(c_in * side * side + cond_dim, out_dim)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, acts: list | None = None) -> torch.Tensor:
-        return self.out(_cat(_run(self.features, x, acts), c))
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, acts: list | None = None,
+                pre: list | None = None) -> torch.Tensor:
+        return self.out(_cat(_run(self.features, x, acts, pre), c))
 
 
 class ConvDecoder(nn.Module):
@@ -166,9 +199,17 @@ class ConvDecoder(nn.Module):
                     layers.append(nn.Dropout(dropout))
             c_in = c_out
         self.features = nn.Sequential(*layers)
+        # one bias per pixel (a transposed convolution has one per channel), so the decoder can start at the
+        # data's mean image like the mlp's output layer
+        self.bias = nn.Parameter(torch.zeros(*image_shape))
+
+    @torch.no_grad()
+    def set_output_bias(self, logits: torch.Tensor) -> None:
+        """Set the per-pixel output bias (see `MLPDecoder.set_output_bias`)."""
+        self.bias.copy_(logits.view_as(self.bias))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, acts: list | None = None) -> torch.Tensor:
-        return _run(self.features, _run(self.inp, _cat(z, c), acts), acts)
+        return _run(self.features, _run(self.inp, _cat(z, c), acts), acts) + self.bias
 
 
 def mlp(widths: Sequence[int], act: str) -> nn.Sequential:

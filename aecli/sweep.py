@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from aecli.errors import AecliError
 from aecli.loggers import flatten
@@ -31,14 +32,17 @@ from aecli.loggers import flatten
 STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.csv"
 # the columns every row has, in table order; the test metrics (test_*) go between val_recon and seconds
-FIRST = ["run", "overrides", "val_loss", "val_recon", "epoch"]
+FIRST = ["run", "overrides", "optimized", "val_loss", "val_recon", "epoch"]
 LAST = ["seconds", "status", "error"]
 
 
 # -- what a run leaves behind -------------------------------------------------------------------------
-def write_status(run_dir: Path, status: str, seconds: float, error: str | None = None) -> None:
-    """Record how a run ended (`ok`, `failed` or `interrupted`) in its folder, for the summary."""
-    record = {"status": status, "seconds": round(seconds, 3), "error": error}
+def write_status(run_dir: Path, status: str, seconds: float, error: str | None = None,
+                 warnings: list[str] | None = None, optimized: dict[str, float | None] | None = None) -> None:
+    """Record how a run ended (`ok`, `failed` or `interrupted`) in its folder, for the summary: the error, the
+    collapse warnings, and the optimized metric's value ({name: value})."""
+    record = {"status": status, "seconds": round(seconds, 3), "error": error, "warnings": warnings or [],
+              "optimized": optimized or {}}
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     (Path(run_dir) / STATUS_FILE).write_text(json.dumps(record) + "\n")
 
@@ -60,8 +64,6 @@ def read_overrides(run_dir: Path) -> list[str]:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return []
-    from omegaconf import OmegaConf
-
     return [str(o) for o in OmegaConf.load(path)]
 
 
@@ -101,6 +103,8 @@ def summarize(run_dir: Path, label: str, missing_status: str = "unknown") -> dic
     status_path = run_dir / STATUS_FILE
     status = json.loads(status_path.read_text()) if status_path.is_file() else {"status": missing_status}
     row: dict[str, Any] = {"run": label, "overrides": " ".join(read_overrides(run_dir))}
+    metric, value = next(iter((status.get("optimized") or {}).items()), (None, None))
+    row.update(optimized=_float(value), optimized_metric=metric)  # the run's optimized_metric, at its best.pt
     row.update(best_epoch(run_dir))
     row.update(eval_metrics(run_dir))
     row.update(seconds=status.get("seconds"), status=status["status"], error=status.get("error"))
@@ -127,10 +131,14 @@ def columns(rows: list[dict]) -> list[str]:
     return FIRST + extra + LAST
 
 
-def sort_rows(rows: list[dict], key: str) -> list[dict]:
-    """Sort by a column, ascending (`-key`: descending); runs without that value go last."""
+def sort_rows(rows: list[dict], key: str | None = None) -> list[dict]:
+    """Sort by a column, ascending (`-key`: descending); runs without that value go last. Without a key, by each
+    run's optimized_metric, best first (descending for the metrics that are maximized)."""
+    if key is None:
+        metrics = {r.get("optimized_metric") for r in rows} - {None}
+        key = ("-optimized" if len(metrics) == 1 and direction(metrics.pop()) == "maximize" else "optimized")
     name, descending = (key[1:], True) if key.startswith("-") else (key, False)
-    allowed = [c for c in columns(rows) if c not in ("overrides", "error")]
+    allowed = [c for c in columns(rows) if c not in ("overrides", "error", "optimized_metric")]
     if name not in allowed:
         raise AecliError(f"runs: sort={key} is not a column of these runs: allowed {', '.join(allowed)} "
                          "(a leading - sorts descending)")
@@ -145,6 +153,17 @@ def write_csv(rows: list[dict], path: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def direction(metric: str) -> str:
+    """Whether a metric is better higher (accuracies, PSNRs, log-likelihood bounds) or lower (losses, distances)."""
+    higher = ("_acc", "psnr", "elbo", "iw_bound", "log_likelihood")
+    return "maximize" if str(metric).removeprefix("test_").endswith(higher) else "minimize"
+
+
+# conf/hparams_search/optuna.yaml: `direction: ${aecli_direction:${optimized_metric}}`
+if not OmegaConf.has_resolver("aecli_direction"):
+    OmegaConf.register_new_resolver("aecli_direction", direction)
 
 
 def varying_overrides(rows: list[dict]) -> tuple[list[str], list[str]]:
@@ -176,10 +195,12 @@ def print_table(rows: list[dict], title: str) -> None:
     if same:
         who = f"test ({evaluated[0]['run']})" if len(evaluated) == 1 else "test, the same in every run"
         notes.append(f"{who}: " + ", ".join(f"{c.removeprefix('test_')} {cell(c, v)}" for c, v in same.items()))
-    cols = [c for c in columns(rows) if c != "error" and c not in same]
+    cols = [c for c in columns(rows) if c not in ("error", "optimized_metric") and c not in same]
+    metrics = {r.get("optimized_metric") for r in rows} - {None}
     table = Table(title=title, caption="\n".join(notes) or None)
     for c in cols:
-        table.add_column(c, justify="left" if c in ("run", "overrides", "status") else "right", overflow="fold")
+        header = f"{c} ({metrics.pop()})" if c == "optimized" and len(metrics) == 1 else c
+        table.add_column(header, justify="left" if c in ("run", "overrides", "status") else "right", overflow="fold")
     for row, overrides in zip(rows, shown):
         table.add_row(*(overrides if c == "overrides" else cell(c, row.get(c)) for c in cols),
                       style="red" if row["status"] != "ok" else None)
@@ -192,9 +213,7 @@ def print_table(rows: list[dict], title: str) -> None:
 
 def runs_command(paths: list[str], sort: str | None = None) -> list[dict]:
     """`aecli runs PATH... [sort=METRIC]`: the table for any set of run or sweep folders."""
-    rows = collect([Path(p) for p in paths])
-    if sort:
-        rows = sort_rows(rows, sort)
+    rows = sort_rows(collect([Path(p) for p in paths]), sort)
     failed = sum(r["status"] != "ok" for r in rows)
     print_table(rows, f"{len(rows)} runs" + (f", {failed} not ok" if failed else ""))
     return rows

@@ -28,6 +28,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,13 +58,13 @@ STOP_AT_STEP = "AECLI_STOP_AT_STEP"  # testing hook: behave as if SIGTERM arrive
 
 
 class NonFiniteLoss(AecliError):
-    """A NaN or inf loss or weight: `what` went bad; the run stops and its last good checkpoint stays."""
+    """A NaN, an inf or a diverged loss or weight: `what` went bad; the run stops and its last good checkpoint
+    stays (`kept` says which, or that none was written yet)."""
 
     exit_code = 3
 
-    def __init__(self, what: str, lr: float):
-        super().__init__(f"{what}: training stopped and the last good checkpoint is kept; try a lower lr than "
-                         f"{lr:g}, e.g. lr={lr / 10:g}")
+    def __init__(self, what: str, lr: float, kept: str = "the last good checkpoint is kept"):
+        super().__init__(f"{what}: training stopped and {kept}; try a lower lr than {lr:g}, e.g. lr={lr / 10:g}")
 
 
 class Interrupted(AecliError):
@@ -74,25 +75,36 @@ class Interrupted(AecliError):
         self.exit_code = 128 + signum
 
 
-class FiniteGuard:
-    """Watches every loss term for NaN or inf without a host sync per step.
+DIVERGED = 100.0  # a total loss above DIVERGED x max(|the first step's loss|, 1) has diverged
 
-    `update` records on the device the first step whose terms were not all finite, and their values;
+
+class LossGuard:
+    """Watches every loss term for NaN, inf and divergence without a host sync per step.
+
+    `update` records on the device the first step whose terms were not all finite, or whose total loss rose
+    above DIVERGED times the first step's (with the decoder started at the mean image that is about the mean
+    image's loss: 100x it is a run that blew up, e.g. 2.4e30 nats at lr=1000), and the terms' values then;
     `check` reads that record (every step on the CPU, where reading is free; at the log_every sync points,
-    before every checkpoint and at epoch end on CUDA) and raises NonFiniteLoss naming the step and term.
+    before every checkpoint and at epoch end on CUDA) and raises NonFiniteLoss naming the step and the term.
     """
 
     def __init__(self, device: torch.device, lr: float):
         self.lr = lr
         self.first_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.limit: torch.Tensor | None = None  # the divergence bound, set by the first step seen
         self.names: list[str] = []
         self.values: torch.Tensor | None = None
+        self.kept = "no checkpoint was written yet"
 
     def update(self, terms: dict[str, torch.Tensor], step: int) -> None:
         values = torch.stack([v.detach().float() for v in terms.values()])
+        loss = values[list(terms).index("loss")]
+        if self.limit is None:
+            self.limit = DIVERGED * loss.abs().clamp_min(1.0)
         if self.values is None or len(self.names) != len(values):
             self.names, self.values = list(terms), torch.zeros_like(values)
-        first = (self.first_step < 0) & ~torch.isfinite(values).all()
+        bad = ~torch.isfinite(values).all() | (loss > self.limit)
+        first = (self.first_step < 0) & bad
         self.first_step = torch.where(first, step, self.first_step)
         self.values = torch.where(first, values, self.values)
 
@@ -101,9 +113,13 @@ class FiniteGuard:
         if step < 0:
             return
         values = self.values.tolist()
-        i = next(i for i, v in enumerate(values) if not math.isfinite(v))
-        raise NonFiniteLoss(f"the loss term {self.names[i]!r} became {values[i]} at step {step} (epoch {epoch})",
-                            self.lr)
+        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        if bad:
+            what = f"the loss term {self.names[bad[0]]!r} became {values[bad[0]]}"
+        else:
+            what = (f"the loss diverged: {values[self.names.index('loss')]:.3g} nats per image, over {DIVERGED:g}x "
+                    f"its first value")
+        raise NonFiniteLoss(f"{what} at step {step} (epoch {epoch})", self.lr, self.kept)
 
 
 def seed_everything(seed: int) -> None:
@@ -184,6 +200,52 @@ def evaluate_split(model, split: Split, batch_size: int = EVAL_BATCH) -> dict[st
     return {k: (v / len(split)).item() for k, v in sums.items()}
 
 
+COLLAPSE_MARGIN = 0.03  # val_recon within 3% of the mean image's: the codes carry (almost) nothing
+CONSTANT_CODE = 1e-4  # every code dimension's standard deviation over the validation split below this
+
+
+@torch.no_grad()
+def mean_image_recon(split: Split, mean: torch.Tensor, batch_size: int = EVAL_BATCH) -> float:
+    """val_recon of a model that reconstructs every image as `mean`: the floor of a code that says nothing."""
+    total = 0.0
+    for start in range(0, len(split), batch_size):
+        x, _ = split.batch(torch.arange(start, min(start + batch_size, len(split)), device=split.images.device))
+        total += bernoulli_nll_of_probs(mean.expand_as(x), x).sum().item()
+    return total / len(split)
+
+
+@torch.no_grad()
+def code_spread(model, split: Split, batch_size: int = EVAL_BATCH) -> float:
+    """The largest standard deviation, over the split's images, of any code dimension (0: a constant code)."""
+    was_training = model.training
+    model.eval()
+    codes = []
+    for start in range(0, len(split), batch_size):
+        x, y = split.batch(torch.arange(start, min(start + batch_size, len(split)), device=split.images.device))
+        codes.append(model.encode(x, y).float())
+    model.train(was_training)
+    z = torch.cat(codes)
+    return z.std(0).max().item() if len(z) > 1 else math.inf
+
+
+def collapse_symptoms(model, val_terms: dict[str, float], val_recon: float, baseline: float,
+                      spread: float, step: int) -> list[tuple[str, str]]:
+    """Signs that the codes carry no information: (name, one line naming the symptom and what to try) each."""
+    found = []
+    if val_recon > (1 - COLLAPSE_MARGIN) * baseline:
+        found.append(("mean_image", f"the reconstructions are no better than the mean image after {step} steps "
+                                    f"(val_recon {val_recon:.1f}, the mean image {baseline:.1f} nats): the code "
+                                    f"carries no information; train longer, or try a smaller lambda or lr"))
+    if spread < CONSTANT_CODE:
+        found.append(("constant_code", f"every code dimension is constant over the validation images (largest std "
+                                       f"{spread:.2g}): saturated or dead code units; try a smaller lr or lambda, "
+                                       f"or model.code_activation=none"))
+    own = model.collapse_symptom(val_terms)
+    if own:
+        found.append(own)
+    return found
+
+
 @torch.no_grad()
 def fit_code_prior(model, split: Split) -> None:
     """Give models without a prior one fitted to their training codes (see the model's `fit_prior`)."""
@@ -205,6 +267,16 @@ class Trainer:
             from aecli.evaluate import eval_settings
 
             eval_settings(cfg.eval)
+        metric = cfg.optimized_metric
+        if metric.startswith("test_"):
+            from aecli.evaluate import DESCRIPTIONS
+
+            if metric.removeprefix("test_") not in DESCRIPTIONS:
+                raise AecliError(f"optimized_metric={metric} is not a test metric: allowed "
+                                 f"{', '.join('test_' + k for k in DESCRIPTIONS)}, or a metrics.csv column")
+            if not cfg.eval.at_end:
+                raise AecliError(f"optimized_metric={metric} comes from the test-set evaluation: set eval.at_end=true, "
+                                 f"or optimize a validation number such as val_recon")
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device.type)
@@ -214,6 +286,9 @@ class Trainer:
         self.bar = mode == "bar" or (mode == "auto" and interactive() and not multirun)
         seed_everything(cfg.seed)
         self.model = build_model(cfg).to(self.device)
+        if "lambda" in self.model.ignores and cfg["lambda"] != 0:
+            log.warning(f"model={self.model.name} ignores lambda={cfg['lambda']}: it has no regularizer weight "
+                        f"(README.md, Models)")
         self.optimizers = self.model.configure_optimizers(cfg.lr, cfg.trainer.optimizer, cfg.trainer.weight_decay)
         if cfg.trainer.compile:  # the loss, forward and (AOTAutograd) backward, as fused kernels; weights untouched
             self.model.loss = torch.compile(self.model.loss)
@@ -225,12 +300,15 @@ class Trainer:
         self.best_epoch = 0
         self.batcher: Batcher | None = None
         self.logger = make_logger(cfg, self.run_dir)  # logger=csv|tensorboard (aecli/loggers.py)
-        self.guard = FiniteGuard(self.device, cfg.lr)
+        self.guard = LossGuard(self.device, cfg.lr)
         self.check_every_step = self.device.type == "cpu"  # free on the CPU; a host sync on CUDA
         self.partial: dict | None = None  # a mid-epoch checkpoint's partial epoch, to continue
         self.pending_rng: dict | None = None  # RNG states to restore where that checkpoint was taken
         self.stop_signal: int | None = None
         self.stop_at_step = int(os.environ.get(STOP_AT_STEP) or 0)
+        self.warnings: list[str] = []  # collapse warnings, one per symptom and epoch (status.json keeps them)
+        self.mean_image: torch.Tensor | None = None  # the training split's mean image, and its val_recon
+        self.baseline = math.inf
 
     # -- resume ------------------------------------------------------------------------------------
     @classmethod
@@ -269,6 +347,7 @@ class Trainer:
             self.load_data()
         self.batcher.load_state_dict(ckpt["batcher"])
         self.partial = ckpt.get("partial")
+        self.guard.kept = f"checkpoints/last.pt (step {self.step}) is kept"
         if self.partial is None:  # taken after an epoch ended: restore now, before the next epoch starts
             set_rng_state(ckpt["rng"], self.device)
         else:  # taken after a step: restore after on_epoch_start, where the step loop goes on
@@ -287,11 +366,28 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
+    def check_optimized_metric(self) -> None:
+        """A validation `optimized_metric` must be a metrics.csv column this model writes: its loss terms are
+        named by one forward pass on two validation images (the RNG left as it was, so resumes stay exact)."""
+        metric = self.cfg.optimized_metric
+        if metric.startswith("test_"):
+            return  # checked in __init__
+        x, y = self.data.val.batch(torch.arange(min(2, len(self.data.val)), device=self.device))
+        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            terms = [k for k in self.model.loss(x, y) if k != "loss"]
+        columns = ["val_recon", "val_loss", "train_loss", *(f"{p}_{k}" for p in ("val", "train") for k in terms),
+                   "val_recon_term"]
+        if metric not in columns:
+            raise AecliError(f"optimized_metric={metric} is not a column this model writes: allowed "
+                             f"{', '.join(dict.fromkeys(columns))}, or test_<metric> (docs/eval.md)")
+
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self) -> float:
         if self.data is None:
             self.load_data()
         cfg = self.cfg
+        self.mean_image = self.data.train.mean_image()
+        self.baseline = mean_image_recon(self.data.val, self.mean_image)
         for name in ("checkpoints", "images", "plots"):
             (self.run_dir / name).mkdir(parents=True, exist_ok=True)
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -299,7 +395,11 @@ class Trainer:
                  else f"cpu ({torch.get_num_threads()} threads)")
         log.info(f"model {self.model.name} ({n_params:,} parameters, net={cfg.net.name}, latent_dim={cfg.latent_dim}, "
                  f"lambda={cfg['lambda']}) on {where}; data {cfg.data.name}: {len(self.data.train)} train, "
-                 f"{len(self.data.val)} val images; run folder {self.run_dir}")
+                 f"{len(self.data.val)} val images (the mean image scores val_recon {self.baseline:.1f}); "
+                 f"run folder {self.run_dir}")
+        if self.step == 0 and self.partial is None:  # a new run: the decoder starts at the mean image
+            self.model.init_output(self.mean_image)
+        self.check_optimized_metric()
         with self.catch_signals():
             while self.epoch < cfg.epochs or self.partial is not None:
                 partial, self.partial = self.partial, None
@@ -319,10 +419,12 @@ class Trainer:
         return self.best_val
 
     def train_epoch(self, partial: dict | None = None) -> tuple[dict[str, float], EpochProgress]:
-        """One pass over the batcher (or the rest of one, continuing a mid-epoch checkpoint's `partial`)."""
+        """One pass over the batcher (or the rest of one, continuing a mid-epoch checkpoint's `partial`).
+
+        The epoch's means weigh every batch by its images, so a short last batch counts for what it holds."""
         model, data, log_every = self.model, self.data, self.cfg.trainer.log_every
         model.train()
-        sums: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = {}  # sum over batches of (the batch's mean term) x (its images)
         count = 0
         progress = EpochProgress(self.epoch, self.cfg.epochs, len(self.batcher), self.bar)
         if partial is not None:
@@ -335,7 +437,7 @@ class Trainer:
                 with self.autocast():
                     terms = model.train_step(x, y, self.optimizers)
                 for k, v in terms.items():
-                    sums[k] = sums[k] + v.float() if k in sums else v.float()
+                    sums[k] = sums[k] + v.float() * len(idx) if k in sums else v.float() * len(idx)
                 count += 1
                 self.step += 1
                 self.guard.update(terms, self.step)
@@ -343,7 +445,7 @@ class Trainer:
                 if self.check_every_step or count % log_every == 0:
                     self.guard.check(self.epoch)
                 if count % log_every == 0:
-                    running = dict(zip(sums, (torch.stack(list(sums.values())) / count).tolist()))  # one read
+                    running = dict(zip(sums, (torch.stack(list(sums.values())) / progress.images).tolist()))  # one read
                     progress.show_loss(running["loss"])
                     self.logger.log_step(self.step, running)
                 if self.stop_signal or self.step == self.stop_at_step:
@@ -353,7 +455,8 @@ class Trainer:
                     raise self.interrupted(f"after step {self.step} (epoch {self.epoch}, batch {count}/"
                                            f"{len(self.batcher)})")
             self.guard.check(self.epoch)
-            means = dict(zip(sums, (torch.stack(list(sums.values())) / count).tolist())) if count else {}  # one read
+            means = (dict(zip(sums, (torch.stack(list(sums.values())) / progress.images).tolist()))  # one read
+                     if count else {})
         return means, progress
 
     # -- interrupts --------------------------------------------------------------------------------
@@ -391,7 +494,7 @@ class Trainer:
         bad = [k for k, v in val.items() if not math.isfinite(v)]
         if bad:
             raise NonFiniteLoss(f"the validation term {bad[0]!r} became {val[bad[0]]} after epoch {self.epoch} "
-                                f"(step {self.step})", self.cfg.lr)
+                                f"(step {self.step})", self.cfg.lr, self.guard.kept)
         # val_recon is the comparable number (the same measure for every model); the model's own
         # reconstruction term, in its own likelihood's units, is kept as val_recon_term.
         val["recon_term"] = val.pop("recon", None)
@@ -400,6 +503,12 @@ class Trainer:
         row.update({f"train_{k}": v for k, v in train_terms.items() if k != "loss"})
         row.update({f"val_{k}": v for k, v in val.items() if k != "loss" and v is not None})
         row.update({"seconds": round(seconds, 3), "images_per_s": round(progress.images / max(seconds, 1e-9), 1)})
+        symptoms = collapse_symptoms(model, val, row["val_recon"], self.baseline, code_spread(model, data.val),
+                                     self.step)
+        for _, symptom in symptoms:
+            log.warning(f"collapse after epoch {self.epoch}: {symptom}")
+            self.warnings.append(f"epoch {self.epoch}: {symptom}")
+        row["collapse"] = " ".join(name for name, _ in symptoms)  # the symptoms' names; empty when healthy
         self.rows.append(row)
         self.logger.log_epoch(self.epoch, row)
         self.write_metrics()
@@ -415,10 +524,13 @@ class Trainer:
         self.guard.check(self.epoch)
         weights = [t for t in self.model.state_dict().values() if t.is_floating_point()]
         if weights and not torch.stack([torch.isfinite(t).all() for t in weights]).all():
-            raise NonFiniteLoss(f"the weights became non-finite by step {self.step} (epoch {self.epoch})", self.cfg.lr)
+            raise NonFiniteLoss(f"the weights became non-finite by step {self.step} (epoch {self.epoch})", self.cfg.lr,
+                                self.guard.kept)
         state = self.checkpoint(partial)
         for name in names:
             save_atomic(state, self.run_dir / "checkpoints" / name)
+        where = f"epoch {self.epoch}" if partial is None else f"step {self.step}"
+        self.guard.kept = f"checkpoints/last.pt ({where}) is kept"
 
     # -- outputs -----------------------------------------------------------------------------------
     def epoch_line(self, row: dict) -> str:
@@ -465,8 +577,28 @@ class Trainer:
         }
 
 
-def train(cfg: DictConfig, run_dir: Path, multirun: bool = False, overrides: list[str] = ()) -> float:
-    """Train one run, or continue `cfg.resume` given the user's `overrides`; returns the best validation loss."""
+@dataclass
+class Outcome:
+    """What a finished run reports to its job: the value of `optimized_metric` (what a sweep optimizes) and the
+    collapse warnings (kept in status.json)."""
+
+    metric: str
+    value: float | None
+    warnings: list[str]
+
+
+def optimized_value(metric: str, rows: list[dict], best_epoch: int, final: dict) -> float | None:
+    """`metric` at the best checkpoint: its metrics.csv value in the best epoch's row, or its test_ number from
+    the evaluation of best.pt."""
+    if metric.startswith("test_"):
+        value = final.get(metric)
+    else:
+        value = next((r.get(metric) for r in rows if r["epoch"] == best_epoch), None)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def train(cfg: DictConfig, run_dir: Path, multirun: bool = False, overrides: list[str] = ()) -> Outcome:
+    """Train one run, or continue `cfg.resume` given the user's `overrides`."""
     start = time.perf_counter()
     run_dir = Path(run_dir)
     if cfg.get("resume"):
@@ -481,11 +613,14 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool = False, overrides: lis
     best = trainer.fit()
     final = {"best_val_loss": best}
     summary = ""
-    if cfg.eval.at_end:
+    if trainer.cfg.eval.at_end:
         from aecli.evaluate import evaluate_trained, headline
 
         final.update(evaluate_trained(trainer))
         summary = f"; test: {headline(final)}"
     trainer.logger.close(final)
-    log.info(f"finished in {time.perf_counter() - start:.1f}s{summary}")
-    return best
+    metric = trainer.cfg.optimized_metric
+    value = optimized_value(metric, trainer.rows, trainer.best_epoch, final)
+    log.info(f"finished in {time.perf_counter() - start:.1f}s; {metric} {value if value is None else f'{value:.4g}'}"
+             f"{summary}")
+    return Outcome(metric, value, trainer.warnings)

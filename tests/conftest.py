@@ -19,6 +19,14 @@ SEED_DATA = REPO.parent / "shared" / "data" / "seed-data.sh"
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def components(group: str) -> list[str]:
+    """The options of a config group, from conf/ (model, net, data, ...): a new component is tested the day it lands."""
+    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+
+
+MODELS, NETS, DATASETS = components("model"), components("net"), components("data")
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """MNIST and Fashion-MNIST in torchvision's layout: $AECLI_TEST_DATA_ROOT if set, else laid out once."""

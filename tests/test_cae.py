@@ -7,6 +7,7 @@ import torch
 
 from aecli.models import cae
 from aecli.models.cae import CAE
+from aecli.nets import ACTIVATIONS, activation, activation_slope
 from test_models import one_thread  # noqa: F401  (autouse: one torch thread)
 
 ENCODERS = {
@@ -143,3 +144,22 @@ def test_symmetric_gram_blocks(blocks, monkeypatch):
     want = torch.autograd.grad(autograd_frobenius(model, x, create_graph=True).sum(), params)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", [*ACTIVATIONS, "identity"])
+def test_closed_form_slopes_equal_autograd(name):
+    """activation_slope (the chain rule's D_l and S) against autograd, for every activation a net or a code may use,
+    and its own derivative too where the slope varies (the penalty's gradient flows through it)."""
+    act = torch.nn.Identity() if name == "identity" else activation(name)
+    a = torch.linspace(-6, 6, 1001, dtype=torch.float64).requires_grad_(True)
+    a = a[a.detach().abs() > 1e-6]  # away from the kinks of relu and leaky_relu
+    (want,) = torch.autograd.grad(act(a).sum(), a, create_graph=True)
+    got = activation_slope(act, a)
+    torch.testing.assert_close(got, want)
+    if want.requires_grad:
+        (want2,) = torch.autograd.grad(want.sum(), a, allow_unused=True, materialize_grads=True)
+        if got.requires_grad:
+            (got2,) = torch.autograd.grad(got.sum(), a)
+            torch.testing.assert_close(got2, want2)
+        else:  # a piecewise-constant slope is detached: its true derivative is 0 away from the kinks
+            assert not want2.any()

@@ -124,3 +124,28 @@ def test_a_bad_eval_setting_is_refused_before_training(tmp_path, data_root):
     proc = run_cli("train", *tiny_overrides(data_root, **{"eval.at_end": "true", "eval.iw_samples": 0}), cwd=tmp_path)
     assert proc.returncode != 0 and "eval.iw_samples=0" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("outputs/*/*/metrics.csv"))  # no epoch ran
+
+
+def test_a_cross_model_sweep_is_checked_against_each_swept_model(capsys):
+    """`-m model=ae,dae model.recon_loss=mse` is valid (both models have the key) and was refused when the check
+    composed the default model; a key one swept model lacks is named with that model."""
+    from aecli.cli import check_overrides, config_dir
+
+    check_overrides(["-m", "model=ae,dae", "model.recon_loss=mse"], config_dir())
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit) as e:
+        check_overrides(["-m", "model=ae,vae", "model.recon_loss=mse"], config_dir())
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "model.recon_loss is not a key of this config (with model=vae)" in err
+
+
+def test_a_sweep_over_a_key_a_model_ignores_is_said_once_before_the_jobs(capsys):
+    """`-m model=cae,dae lambda=1,10,100` ran three identical dae jobs in silence."""
+    from aecli.cli import check_overrides, config_dir
+
+    check_overrides(["-m", "model=cae,dae,pca", "lambda=1,10,100", "net=mlp,conv"], config_dir())
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["aecli: warning: model=dae ignores lambda: its jobs over lambda=1,10,100 repeat the same run",
+                     "aecli: warning: model=pca ignores lambda: its jobs over lambda=1,10,100 repeat the same run",
+                     "aecli: warning: model=pca ignores net: its jobs over net=mlp,conv repeat the same run"]

@@ -150,3 +150,46 @@ def test_every_model_gets_the_metrics_its_capabilities_say(name, data_root, smal
     if name == "pca":  # z = V^T (x - m) with orthonormal V: J = V^T, ||J||_F = sqrt(latent_dim) for every x
         assert out["jacobian_fro"] == pytest.approx(math.sqrt(3), rel=1e-4)
     assert z.shape == (300, 3) and all(math.isfinite(v) for v in out.values() if isinstance(v, float) and v != math.inf)
+
+
+def test_mmd_compares_posterior_samples_with_the_prior():
+    """A vae whose posterior is N(0, I) for every image has an aggregate posterior equal to the prior: MMD^2 ~ 0.
+    The posterior means (all 0) scored 0.03 against N(0, I) before: that compared the wrong distribution."""
+    from aecli.data import Split
+    from aecli.models.vae import VAE
+
+    model = VAE({"name": "mlp", "hidden": [16], "activation": "relu"}, latent_dim=4).eval()
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.zero_()  # mu = 0, logvar = 0: q(z|x) = N(0, I)
+    split = Split(torch.randint(0, 256, (2000, 1, 28, 28), dtype=torch.uint8), torch.zeros(2000, dtype=torch.long))
+    g = torch.Generator().manual_seed(0)
+    z = ev.posterior_samples(model, split, 2000, g)
+    prior = model.sample_prior(2000, generator=g)
+    assert abs(ev.metrics.mmd_gaussian(z, prior)) < 0.003
+    means = ev.encode_split(model, split, 2000)[0]
+    assert ev.metrics.mmd_gaussian(means, prior) > 0.02
+
+
+def test_the_cvae_code_under_evaluation_never_sees_the_label():
+    """The probe and the kNN read the label-free code (the posterior mean averaged over all labels). On blank images
+    all a code could know is the label: feeding the true label into the encoder, as before, lets a linear probe
+    read it back perfectly; the label-free code leaves the probe at chance."""
+    from aecli.data import Split
+    from aecli.metrics import probe_accuracy
+    from aecli.models.cvae import CVAE
+
+    torch.manual_seed(0)
+    model = CVAE({"name": "mlp", "hidden": [64], "activation": "relu"}, latent_dim=8).eval()
+    g = torch.Generator().manual_seed(1)
+    images = torch.zeros(3000, 1, 28, 28, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (3000,), generator=g)
+    split = Split(images, labels)
+    z, y = ev.encode_split(model, split, 3000)
+    assert torch.equal(z, ev.encode_split(model, Split(images, labels.roll(1)), 3000)[0])  # labels never used
+    label_free = probe_accuracy(z[:2000], y[:2000], z[2000:], y[2000:])
+    x = images.float() / 255
+    with torch.no_grad():
+        leaky = model.encode(x, labels)
+    leaked = probe_accuracy(leaky[:2000], y[:2000], leaky[2000:], y[2000:])
+    assert label_free < 0.15 and leaked > 0.95, (label_free, leaked)

@@ -84,6 +84,20 @@ def test_probe_on_random_codes_is_near_chance_and_on_informative_codes_near_perf
     assert metrics.probe_accuracy(z_train, y_train, z_test, y_test) > 0.97
 
 
+def test_knn_ties_go_to_the_tied_class_whose_member_is_nearest():
+    """k=5: the nearest neighbour is class 2 (distance 1), class 1 (distances 2, 3) and class 0 (4, 5) tie on two
+    votes; class 1's member is nearer, so 1 wins (before, the tie went to the lowest index, 0)."""
+    z_train = torch.tensor([[1.0], [2.0], [3.0], [4.0], [5.0]])
+    y_train = torch.tensor([2, 1, 1, 0, 0])
+    assert metrics.knn_accuracy(z_train, y_train, torch.zeros(1, 1), torch.tensor([1]), k=5, n_classes=3) == 1.0
+    # mirrored labels: the tie now goes to class 0, whose member is the nearer one
+    assert metrics.knn_accuracy(z_train, torch.tensor([2, 0, 0, 1, 1]), torch.zeros(1, 1), torch.tensor([0]),
+                                k=5, n_classes=3) == 1.0
+    # a strict majority still wins over a nearer single neighbour
+    assert metrics.knn_accuracy(z_train, torch.tensor([2, 1, 1, 1, 0]), torch.zeros(1, 1), torch.tensor([1]),
+                                k=5, n_classes=3) == 1.0
+
+
 def test_knn_accuracy():
     y_train, y_test = torch.randint(10, (2000,), generator=gen(15)), torch.randint(10, (500,), generator=gen(16))
     assert 0.05 < metrics.knn_accuracy(torch.randn(2000, 8, generator=gen(17)), y_train,

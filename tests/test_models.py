@@ -157,6 +157,19 @@ def test_aae_phases_change_only_their_parameters():
     assert val["loss"].item() == pytest.approx(val["recon"].item() + val["gen"].item(), rel=1e-6)
 
 
+def test_aae_optimizers_decay_the_encoder_once_and_slow_the_regularization():
+    model = AAE(MLP, 4, lam=1.0, reg_lr=0.1)
+    opts = model.configure_optimizers(2e-3, "adamw", weight_decay=0.01)
+    encoder = {id(p) for p in model.encoder.parameters()}
+    decays = {name: [g["weight_decay"] for g in o.param_groups if encoder & {id(p) for p in g["params"]}]
+              for name, o in opts.items()}
+    assert decays == {"ae": [0.01], "disc": [], "gen": [0.0]}  # the encoder's decay once per batch
+    lrs = {name: o.param_groups[0]["lr"] for name, o in opts.items()}
+    assert lrs == {"ae": 2e-3, "disc": pytest.approx(2e-4), "gen": pytest.approx(2e-4)}
+    betas = {name: o.param_groups[0]["betas"] for name, o in opts.items()}
+    assert betas == {"ae": (0.9, 0.999), "disc": (0.5, 0.999), "gen": (0.5, 0.999)}
+
+
 def test_aae_mixture_prior_is_a_ring_of_ten():
     prior = GaussianMixture.ring(10, 3)
     z = prior.sample(20000, torch.Generator().manual_seed(0))

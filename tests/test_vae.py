@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from aecli.models.base import bernoulli_nll
-from aecli.models.vae import VAE, gaussian_kl
+from aecli.models.vae import VAE, cb_log_norm, cb_mean, gaussian_kl
 
 NET = {"name": "mlp", "hidden": [32], "activation": "relu"}
 
@@ -81,3 +82,82 @@ def test_likelihoods_give_finite_terms_and_valid_means():
         assert all(torch.isfinite(v) for v in terms.values())
         rec = model.reconstruct(x)
         assert rec.shape == x.shape and rec.min() >= 0 and rec.max() <= 1
+
+
+# -- continuous Bernoulli: the stable forms against float64 -----------------------------------------------------
+def reference_log_norm(l: torch.Tensor) -> torch.Tensor:
+    """log C(l) = log(l / tanh(l/2)) in float64 (exact there for |l| > 1e-6; log 2 at 0)."""
+    return torch.where(l.abs() < 1e-6, torch.full_like(l, math.log(2)), torch.log(l / torch.tanh(l / 2)))
+
+
+def reference_mean(l: torch.Tensor) -> torch.Tensor:
+    """E[x] = sigmoid(l) / tanh(l/2) - 1/l in float64 (its series 1/2 + l/12 within 1e-3 of 0)."""
+    return torch.where(l.abs() < 1e-3, 0.5 + l / 12, torch.sigmoid(l) / torch.tanh(l / 2) - 1 / l)
+
+
+def test_continuous_bernoulli_forms_match_float64_over_all_logits():
+    l64 = torch.cat([torch.linspace(-100, 100, 20001, dtype=torch.float64),
+                     torch.tensor([-1e-5, 1e-5, 0.0999, 0.1, 0.1001], dtype=torch.float64)])
+    l32 = l64.float()
+    torch.testing.assert_close(cb_log_norm(l32).double(), reference_log_norm(l32.double()), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(cb_mean(l32).double(), reference_mean(l32.double()), atol=2e-6, rtol=0)
+    # torch's float32 distribution freezes log C at 2.769 beyond |l| ~ 16; the stable form keeps growing like log|l|
+    l = torch.tensor([20.0, 40.0, -60.0])
+    torch_log_norm = torch.distributions.ContinuousBernoulli(logits=l).log_prob(torch.full((3,), 0.5)) \
+        - (0.5 * l - F.softplus(l))
+    assert torch.allclose(torch_log_norm, torch.full((3,), 2.769), atol=1e-3)
+    torch.testing.assert_close(cb_log_norm(l), torch.log(l.abs()), atol=1e-6, rtol=0)
+    # gradients are finite everywhere, 1/l in the tails
+    lg = torch.tensor([-80.0, -16.0, -1e-3, 0.0, 1e-3, 0.05, 16.0, 80.0], requires_grad=True)
+    (grad,) = torch.autograd.grad(cb_log_norm(lg).sum(), lg)
+    assert torch.isfinite(grad).all() and grad[-1].item() == pytest.approx(1 / 80, rel=1e-4)
+
+
+def test_continuous_bernoulli_likelihood_is_the_density():
+    """log p(x|l) = x l - softplus(l) + log C(l) integrates to 1 over [0, 1], for small and large logits."""
+    model = VAE(NET, latent_dim=2, lam=1.0, likelihood="continuous_bernoulli")
+    x = torch.linspace(0, 1, 200001, dtype=torch.float64)
+    for logit in (-50.0, -3.0, 0.0, 0.4, 25.0):
+        l = torch.full((1, len(x)), logit, dtype=torch.float64)
+        density = torch.exp(-F.binary_cross_entropy_with_logits(l, x[None], reduction="none")
+                            + cb_log_norm(l))
+        assert torch.trapezoid(density[0], x).item() == pytest.approx(1.0, abs=2e-3), logit
+    logits = torch.randn(3, 1, 28, 28) * 30
+    xs = torch.rand(3, 1, 28, 28)
+    want = (-F.binary_cross_entropy_with_logits(logits, xs, reduction="none") + reference_log_norm(logits.double()).float())
+    torch.testing.assert_close(model.log_likelihood(logits, xs), want.flatten(1).sum(1), atol=1e-2, rtol=1e-5)
+
+
+def test_the_decoder_starts_at_the_mean_for_every_likelihood():
+    """mean_logits inverts each likelihood's mean: the continuous Bernoulli's too (its mean is not sigmoid(l))."""
+    mean = torch.tensor([0.001, 0.02, 0.13, 0.5, 0.87, 0.999]).view(1, 1, 6)
+    for likelihood in ("bernoulli", "continuous_bernoulli", "gaussian"):
+        model = VAE(NET, latent_dim=2, lam=1.0, likelihood=likelihood)
+        torch.testing.assert_close(model.mean_image(model.mean_logits(mean)), mean, atol=1e-5, rtol=1e-4)
+
+
+def test_validation_uses_the_full_kl_weight_during_warm_up():
+    """A KL warm-up ramps the training objective only; validation scores every epoch under lambda (before, val_loss
+    used the ramped weight and best.pt went to an early epoch that was worse on the configured objective)."""
+    torch.manual_seed(0)
+    model = VAE(NET, latent_dim=3, lam=4.0, kl_warmup_epochs=4)
+    model.on_epoch_start(1)
+    x = torch.rand(16, 1, 28, 28)
+    torch.manual_seed(1)
+    train_terms = model.train().loss(x)
+    torch.manual_seed(1)
+    val_terms = model.eval().loss(x)
+    torch.testing.assert_close(train_terms["loss"], train_terms["recon"] + 1.0 * train_terms["kl"])
+    torch.testing.assert_close(val_terms["loss"], val_terms["recon"] + 4.0 * val_terms["kl"])
+
+
+def test_posterior_samples_and_the_collapse_symptom():
+    torch.manual_seed(0)
+    model = VAE(NET, latent_dim=3, lam=1.0)
+    x = torch.rand(4000, 1, 28, 28)
+    with torch.no_grad():
+        mu, logvar = model.posterior(x)
+        z = model.sample_posterior(x, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(((z - mu) / (0.5 * logvar).exp()).std(), torch.tensor(1.0), atol=0.02, rtol=0)
+    assert model.collapse_symptom({"kl": 0.4})[0] == "posterior_collapse"
+    assert model.collapse_symptom({"kl": 25.0}) is None

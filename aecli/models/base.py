@@ -24,6 +24,9 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
 
+MEAN_IMAGE_CLAMP = 1e-3  # init_output: pixel means are clamped to [1e-3, 1 - 1e-3] (logits within +-6.9)
+
+
 def bernoulli_nll_of_probs(probs: torch.Tensor, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """The same Bernoulli reconstruction cost for a model that outputs probabilities (PCA, CB means)."""
     p = probs.clamp(eps, 1 - eps)
@@ -38,6 +41,8 @@ class Autoencoder(nn.Module):
     conditional: ClassVar[bool] = False
     #: True when the model has a native prior p(z) that training shapes the codes toward (vae, cvae, aae).
     has_prior: ClassVar[bool] = False
+    #: config keys this model does not read (a sweep over one of them repeats the same job; see cli.py)
+    ignores: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, net, latent_dim: int, lam: float):
         super().__init__()
@@ -77,6 +82,43 @@ class Autoencoder(nn.Module):
         """The mean reconstruction of x in [0, 1], through the deterministic code."""
         return self.mean_image(self.decode(self.encode(x, y), y))
 
+    #: what `representation` is, as eval.json records it
+    representation_note: ClassVar[str] = "encode(x): the code (the posterior mean for variational models)"
+
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        """The code that evaluation reads (linear probe, kNN, Jacobian norm, code scatter): label-free, so a class
+        label can never reach a probed code through the input. `encode(x)` for every unconditional model."""
+        return self.encode(x)
+
+    def sample_posterior(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """A draw z ~ q(z|x) per image; a deterministic encoder's posterior is a point mass at its code."""
+        return self.encode(x, y)
+
+    def mean_logits(self, mean_image: torch.Tensor) -> torch.Tensor:
+        """The decoder output whose mean image is `mean_image`: the logit, for a Bernoulli (or sigmoid-mean) decoder."""
+        return torch.logit(mean_image.clamp(MEAN_IMAGE_CLAMP, 1 - MEAN_IMAGE_CLAMP))
+
+    @torch.no_grad()
+    def init_output(self, mean_image: torch.Tensor) -> None:
+        """Start the decoder at the training data's mean image: its output bias becomes `mean_logits(mean_image)`.
+
+        The trainer calls this once, before the first step of a new run. A decoder started at logits 0
+        reconstructs every image as 0.5 gray (544 nats on MNIST, where the mean image costs 213); the first steps
+        then chase that common error, the same for every image, and push every code unit the same way. A
+        linear code absorbs the push; a sigmoid code saturates (pre-activations 6 to 90 within 20 steps), stops
+        passing gradients, and the model stays at the mean image (README.md, Models: cae). Starting at the mean
+        leaves the gradient only what differs between images ("initialize the final bias to the data's
+        statistics", as for a classifier's log class priors).
+        """
+        self.decoder.set_output_bias(self.mean_logits(mean_image.to(next(self.parameters()).device)))
+
+    def collapse_symptom(self, val_terms: dict[str, float]) -> tuple[str, str] | None:
+        """A model-specific sign that the codes carry no information, judged from the validation terms: (a short
+        name, one line saying what is wrong and what to try), or None when healthy. The trainer checks the
+        generic signs itself (reconstructions no better than the mean image, constant codes)."""
+        return None
+
     def configure_optimizers(self, lr: float, optimizer: str = "adam",
                              weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
         """One optimizer over every parameter; models with several training phases return several."""
@@ -102,13 +144,14 @@ def check_choice(key: str, value, allowed) -> None:
         raise ValueError(f"model.{key}={value!r}: allowed {', '.join(allowed)}")
 
 
-def make_optimizer(params, lr: float, name: str = "adam", weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(params, lr: float, name: str = "adam", weight_decay: float = 0.0,
+                   betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
     """Adam or AdamW (the seeds use both), fused: one kernel per parameter on the CPU and on CUDA (on the
     CPU torch's default is a loop of ~10 elementwise passes per parameter, 5x slower; benchmarks/README.md)."""
     params = list(params)
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) or None
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
     raise ValueError(f"unknown optimizer {name!r}")

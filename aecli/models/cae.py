@@ -28,14 +28,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
-from torch.func import jacfwd, jacrev, jvp, vmap
+from torch.func import jacfwd, jacrev, vmap
 
 from aecli.models.base import check_choice
 from aecli.models.deterministic import DeterministicAE
-from aecli.nets import MLPEncoder
+from aecli.nets import ConvEncoder, MLPEncoder, activation_slope
 
 JACOBIANS = ("exact", "estimate")
-PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU)
 # On the CPU the chain rule runs over chunks of images holding this many Jacobian rows (64 images at latent_dim
 # 16): every temporary [images, latent_dim, h] then stays a few MiB, which malloc reuses, where one [1024, 16,
 # 512] float32 tensor (32 MiB) is mapped fresh from the OS and faulted in page by page at every use: the
@@ -66,6 +65,12 @@ class CAE(DeterministicAE):
         return (isinstance(self.encoder, MLPEncoder) and len(self.encoder.linears) > 1
                 and not any(isinstance(m, nn.Dropout) for m in self.encoder.hidden))
 
+    @property
+    def conv_chain_rule(self) -> bool:
+        """The conv encoder without dropout: J = S W_out D_L C_L ... D_1 C_1, C_l the convolutions (module doc)."""
+        return isinstance(self.encoder, ConvEncoder) and not any(isinstance(m, nn.Dropout)
+                                                                 for m in self.encoder.features)
+
     def contraction(self, x: torch.Tensor, create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The code z = f(x) and ||J_f(x)||_F^2 per image, [B]: exact, or its estimate."""
         if self.jacobian == "estimate":
@@ -81,12 +86,22 @@ class CAE(DeterministicAE):
         if self.chain_rule:
             pre: list = []  # (activation, pre-activation a_l) of hidden layers 1 .. L-1
             h = self.encoder(x, pre=pre)
-            s, d = slope(self.code, h), [slope(act, a) for act, a in pre]  # diagonals of S and D_l, [B, width]
+            s, d = activation_slope(self.code, h), [activation_slope(act, a) for act, a in pre]  # diagonals of S and D_l, [B, width]
             w = [linear.weight for linear in self.encoder.linears]  # W_1 .. W_L
             gram = w[0] @ w[0].mT if w[0].shape[0] < w[0].shape[1] else None  # G = W_1 W_1^T, once per batch
             n = max(1, CPU_JACOBIAN_ROWS // self.latent_dim) if x.device.type == "cpu" else len(x)
             return self.code(h), torch.cat([chain_frobenius(s[i:i + n], [dl[i:i + n] for dl in d], w, gram)
                                             for i in range(0, len(x), n)])
+
+        if self.conv_chain_rule:
+            pre = []  # (activation, pre-activation a_l [B, C_l, H_l, W_l]) of conv layers 1 .. L
+            h = self.encoder(x, pre=pre)
+            convs = [m for m in self.encoder.features if isinstance(m, nn.Conv2d)]
+            n = max(1, CPU_JACOBIAN_ROWS // self.latent_dim) if x.device.type == "cpu" else len(x)
+            s = activation_slope(self.code, h)
+            return self.code(h), torch.cat([conv_chain_frobenius(
+                x[i:i + n], s[i:i + n], [(act, a[i:i + n]) for act, a in pre], convs, self.encoder.out.weight)
+                for i in range(0, len(x), n)])
 
         def f(xi):  # one image -> its code, twice: the Jacobian's output and the code itself (aux)
             zi = self.encode(xi.unsqueeze(0)).squeeze(0)
@@ -106,13 +121,6 @@ class CAE(DeterministicAE):
         return {"loss": recon + self.lam * contraction, "recon": recon, "contraction": contraction}
 
 
-def slope(act, a: torch.Tensor) -> torch.Tensor:
-    """act'(a), elementwise, for any elementwise activation: its forward-mode derivative along ones. The slope
-    of a piecewise-linear one is constant between kinks (zero derivative): detached, no backward pass for it."""
-    d = jvp(act, (a,), (torch.ones_like(a),))[1]
-    return d.detach() if isinstance(act, PIECEWISE_LINEAR) or act is torch.relu else d
-
-
 def chain_frobenius(s: torch.Tensor, d: list[torch.Tensor], w: list[torch.Tensor], gram: torch.Tensor | None):
     """||S W_L D_{L-1} W_{L-1} ... D_1 W_1||_F^2 per image, in row order, from the diagonals s [B, latent_dim]
     and d_l [B, h_l], the weights w = [W_1 .. W_L] and G = W_1 W_1^T (None: W_1 itself, when h_1 >= 784)."""
@@ -124,6 +132,22 @@ def chain_frobenius(s: torch.Tensor, d: list[torch.Tensor], w: list[torch.Tensor
     if gram is None:
         return (m @ w[0]).pow(2).sum((1, 2))
     return GramTrace.apply(m, gram)  # ||M W_1||_F^2 = tr(M G M^T)
+
+
+def conv_chain_frobenius(x: torch.Tensor, s: torch.Tensor, pre: list, convs: list[nn.Conv2d],
+                         w_out: torch.Tensor) -> torch.Tensor:
+    """||J||_F^2 per image for the conv encoder z = s(W_out flatten(act(C_L ... act(C_1 x)))): the latent_dim rows of
+    J, as maps, carried back from the code to the pixels: M <- S W_out, then for l = L .. 1, M <- C_l^T (M D_l), where
+    C_l^T is the convolution's input gradient (a transposed convolution with the same kernel). One batched pass of
+    B x latent_dim maps through the transposed convolutions; training differentiates it once (no double backward)."""
+    b, k = s.shape
+    m = (s.unsqueeze(2) * w_out).reshape(b, k, *pre[-1][1].shape[1:])  # S W_out, each row as a map [C_L, H_L, W_L]
+    inputs = [x] + [a for _, a in pre[:-1]]  # the input of each convolution
+    for (act, a), conv, inp in reversed(list(zip(pre, convs, inputs))):
+        m = (m * activation_slope(act, a).unsqueeze(1)).flatten(0, 1)  # M D_l, rows folded into the batch
+        m = torch.nn.grad.conv2d_input((b * k, *inp.shape[1:]), conv.weight, m, stride=conv.stride,
+                                       padding=conv.padding).unflatten(0, (b, k))  # C_l^T: back to l's input
+    return m.flatten(1).pow(2).sum(1)
 
 
 class GramTrace(torch.autograd.Function):

@@ -24,6 +24,7 @@ NOISES = ("gaussian", "masking", "salt_pepper")
 
 class DAE(DeterministicAE):
     name = "dae"
+    ignores = ("lambda",)  # the corruption is the regularizer
 
     def __init__(self, net, latent_dim: int, lam: float = 0.0, noise: str = "masking", level: float = 0.25,
                  code_activation: str = "none", recon_loss: str = "bce"):

@@ -15,13 +15,14 @@ prior p(z): they sample from a Gaussian mixture fitted to their training codes (
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from aecli.errors import AecliError
 from aecli.models.base import Autoencoder, bernoulli_nll, check_choice
 from aecli.models.prior import COMPONENTS, FittedPrior, GaussianMixture
 from aecli.nets import build_decoder, build_encoder
 
-CODE_ACTIVATIONS = {"none": lambda h: h, "sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
+CODE_ACTIVATIONS = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
 RECON_LOSSES = ("bce", "mse")
 
 
@@ -37,16 +38,13 @@ class DeterministicAE(FittedPrior, Autoencoder):
             raise AecliError(f"model.tied=true needs net=mlp (net={net['name']} has no transposed twin for each "
                              f"encoder weight): use net=mlp or model.tied=false")
         self.code_activation = code_activation
+        self.code = CODE_ACTIVATIONS[code_activation]()  # z = s(h), s the code activation
         self.recon_loss = recon_loss
         self.encoder = build_encoder(net, self.latent_dim, dropout=dropout)
         self.decoder = build_decoder(net, self.latent_dim, dropout=dropout)
         if tied:
             self.decoder.tie_to(self.encoder)
         self.prior = GaussianMixture(COMPONENTS, self.latent_dim)
-
-    def code(self, h: torch.Tensor) -> torch.Tensor:
-        """z = s(h): the code activation applied to the encoder's output."""
-        return CODE_ACTIVATIONS[self.code_activation](h)
 
     def encode(self, x, y=None):
         return self.code(self.encoder(x))

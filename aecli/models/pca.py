@@ -27,6 +27,8 @@ from aecli.nets import IMAGE_SHAPE
 
 class PCA(FittedPrior, Autoencoder):
     name = "pca"
+    # closed form: no regularizer, no network, no gradient steps (and the fit does not depend on the batches)
+    ignores = ("lambda", "net", "lr", "batch_size", "trainer.optimizer", "trainer.weight_decay")
 
     def __init__(self, net, latent_dim: int, lam: float = 0.0):
         super().__init__(net, latent_dim, lam)
@@ -52,6 +54,9 @@ class PCA(FittedPrior, Autoencoder):
 
     def mean_image(self, out):
         return out.clamp(0.0, 1.0)
+
+    def init_output(self, mean_image):
+        """Nothing to start: the mean m is fitted with the components during the first epoch."""
 
     def loss(self, x, y=None):
         recon = bernoulli_nll_of_probs(self.reconstruct(x), x).mean()

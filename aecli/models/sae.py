@@ -15,6 +15,8 @@ lambda * (1/B) sum_b sum_j |h_j(x_b)|. lambda weighs the sparsity penalty (beta 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from aecli.models.base import check_choice
@@ -40,6 +42,11 @@ class SAE(DeterministicAE):
             raise ValueError(f"model.rho={rho!r}: must be in (0, 1)")
         self.sparsity = sparsity
         self.rho = float(rho)
+        # start every unit at the target activation, sigmoid(b) = rho: the KL then starts at its minimum instead of
+        # pushing every unit down at once into saturation (the conv sae stayed at the mean image that way)
+        if sparsity == "kl":
+            with torch.no_grad():
+                self.encoder.out.bias.fill_(math.log(self.rho / (1 - self.rho)))
 
     def sparsity_penalty(self, h: torch.Tensor) -> torch.Tensor:
         """sum_j KL(rho || rho_hat_j) over the batch, or the mean over images of sum_j |h_j|."""

@@ -12,10 +12,16 @@ closed form (App. B):
 
 Likelihoods (`model.likelihood`):
 - bernoulli: -log p(x|z) = sum_i BCE(x_i, sigmoid(l_i)), computed from the logits l (stable form).
-- continuous_bernoulli: the Bernoulli term minus the log normalizer log C(lambda_i) that makes it a
-  density on [0, 1] (Loaiza-Ganem & Cunningham 2019); its mean is not sigmoid(l).
+- continuous_bernoulli: log p(x|l) = x l - softplus(l) + log C(l), the Bernoulli term plus the log normalizer
+  that makes it a density on [0, 1] (Loaiza-Ganem & Cunningham 2019, Eq. 7), written in the logits l:
+      C(l) = l / tanh(l/2)                    (= 2 artanh(1 - 2p) / (1 - 2p), p = sigmoid(l))
+      E[x] = sigmoid(l) / tanh(l/2) - 1/l     (= p / (2p - 1) + 1 / (2 artanh(1 - 2p)))
+  with their Taylor series near l = 0 (log 2 + l^2/12, 1/2 + l/12). Its mean is not sigmoid(l). These forms
+  hold for any logit; torch.distributions.ContinuousBernoulli clamps p to [1.2e-7, 1 - 1.2e-7] in float32, which
+  freezes log C at 2.77 with zero gradient for |l| > 16 (cb_log_norm's docstring).
 - gaussian: N(x; sigmoid(l), sigma^2) with one learned log sigma shared by all pixels.
-Every term is in nats per image (sum over pixels and latents, mean over the batch).
+Every term is in nats per image (sum over pixels and latents, mean over the batch). Validation and evaluation use
+the full lambda: a KL warm-up changes the training objective only, so epochs compare under one objective.
 """
 
 from __future__ import annotations
@@ -25,10 +31,51 @@ import math
 import torch
 from torch import nn
 
-from aecli.models.base import Autoencoder, bernoulli_nll, check_choice
+from aecli.models.base import MEAN_IMAGE_CLAMP, Autoencoder, bernoulli_nll, check_choice
 from aecli.nets import build_decoder, build_encoder
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
+CB_SERIES = 0.1  # |l| below which the continuous Bernoulli's closed forms give way to their Taylor series
+COLLAPSED_KL = 1.0  # nats per image: a whole KL below this is posterior collapse (the code says < 1.5 bits)
+
+
+def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
+    """log C(l) of the continuous Bernoulli, elementwise, for any logit l (Loaiza-Ganem & Cunningham 2019, Eq. 7).
+
+    log C(l) = log(l / tanh(l/2)) = log|l| - log(-expm1(-|l|)) + log1p(exp(-|l|))   (tanh(a/2) = (1 - e^-a)/(1 + e^-a))
+             = log 2 + l^2/12 - 7 l^4/1440 + O(l^6)                                  for |l| < CB_SERIES.
+    Exact to float32 rounding over the whole line; it grows like log|l| and its gradient like 1/l.
+    """
+    a = logits.abs()
+    near = a < CB_SERIES
+    safe = torch.where(near, torch.ones_like(a), a)  # both branches are evaluated: keep the unused one finite
+    closed = safe.log() - torch.log(-torch.expm1(-safe)) + torch.log1p(torch.exp(-safe))
+    l2 = logits * logits
+    series = math.log(2.0) + l2 / 12 - 7 * l2 * l2 / 1440
+    return torch.where(near, series, closed)
+
+
+def cb_mean(logits: torch.Tensor) -> torch.Tensor:
+    """E[x] of the continuous Bernoulli with logits l, elementwise, for any l:
+
+    E[x] = sigmoid(l) / tanh(l/2) - 1/l = 1/2 + (coth(l/2) - 2/l) / 2
+         = 1/2 + l/12 - l^3/720 + O(l^5)                                  for |l| < CB_SERIES.
+    """
+    near = logits.abs() < CB_SERIES
+    safe = torch.where(near, torch.ones_like(logits), logits)
+    closed = 0.5 + 0.5 / torch.tanh(safe / 2) - 1 / safe
+    series = 0.5 + logits / 12 - logits.pow(3) / 720
+    return torch.where(near, series, closed).clamp(0.0, 1.0)
+
+
+def cb_logits_of_mean(mean: torch.Tensor, iterations: int = 60) -> torch.Tensor:
+    """The logits whose continuous-Bernoulli mean is `mean` (in (0, 1)), by bisection: cb_mean is increasing."""
+    lo, hi = torch.full_like(mean, -1e4), torch.full_like(mean, 1e4)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        below = cb_mean(mid) < mean
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return (lo + hi) / 2
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -78,15 +125,20 @@ class VAE(Autoencoder):
         if self.likelihood == "bernoulli":
             return -bernoulli_nll(logits, x)
         if self.likelihood == "continuous_bernoulli":
-            dist = torch.distributions.ContinuousBernoulli(logits=logits)
-        else:
-            dist = torch.distributions.Normal(torch.sigmoid(logits), self.log_sigma.exp())
-        return dist.log_prob(x).flatten(1).sum(1)
+            return -bernoulli_nll(logits, x) + cb_log_norm(logits).flatten(1).sum(1)
+        sigma = self.log_sigma.exp()
+        sq = ((x - torch.sigmoid(logits)) / sigma).pow(2).flatten(1).sum(1)
+        return -0.5 * sq - x[0].numel() * (self.log_sigma + 0.5 * math.log(2 * math.pi))
 
     def mean_image(self, logits):
         if self.likelihood == "continuous_bernoulli":
-            return torch.distributions.ContinuousBernoulli(logits=logits).mean
+            return cb_mean(logits)
         return torch.sigmoid(logits)
+
+    def mean_logits(self, mean_image):
+        if self.likelihood == "continuous_bernoulli":
+            return cb_logits_of_mean(mean_image.clamp(MEAN_IMAGE_CLAMP, 1 - MEAN_IMAGE_CLAMP))
+        return super().mean_logits(mean_image)
 
     def loss(self, x, y=None):
         c = self.condition(y)
@@ -94,7 +146,21 @@ class VAE(Autoencoder):
         z = reparameterize(mu, logvar)
         recon = -self.log_likelihood(self.decoder(z, c), x).mean()
         kl = gaussian_kl(mu, logvar).mean()
-        return {"loss": recon + self.kl_weight * kl, "recon": recon, "kl": kl}
+        beta = self.kl_weight if self.training else self.lam  # validation: the configured objective
+        return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+
+    def sample_posterior(self, x, y=None, generator=None):
+        mu, logvar = self.posterior(x, self.condition(y))
+        eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def collapse_symptom(self, val_terms):
+        kl = val_terms.get("kl")
+        if kl is not None and kl < COLLAPSED_KL:
+            return ("posterior_collapse", f"posterior collapse: KL(q(z|x) || p(z)) is {kl:.3g} nats per image, the "
+                    f"codes tell the decoder almost nothing; try model.kl_warmup_epochs=5, a smaller lambda, or a "
+                    f"longer run")
+        return None
 
     def on_epoch_start(self, epoch: int) -> None:
         ramp = 1.0 if self.kl_warmup_epochs <= 0 else min(1.0, epoch / self.kl_warmup_epochs)
