@@ -1,23 +1,43 @@
 """Where a run's numbers go besides metrics.csv (which the trainer always writes): `logger=` in conf/logger/.
 
-    logger=csv          metrics.csv only: the hooks below do nothing
-    logger=tensorboard  TensorBoard event files in the run folder: the running train terms every
-                        `trainer.log_every` steps (step/*), every metrics.csv column per epoch (epoch/*), the
-                        reconstruction and sample grids per epoch (images/*), and at the end the
-                        hyperparameters with the final metrics (the HPARAMS tab). `tensorboard --logdir outputs/`
+    logger=csv          metrics.csv only (the default)
+    logger=tensorboard  TensorBoard event files in the run folder. `tensorboard --logdir outputs/`
+    logger=mlflow       an MLflow run in a local store (MLflow's default: mlflow.db in the current folder),
+                        with the config as params and the run folder's PNGs and best.pt as artifacts. `mlflow ui`
+    logger=wandb        a Weights & Biases run, offline (in the run folder's wandb/, for `wandb sync`) unless
+                        you are logged in or WANDB_MODE says otherwise
+    logger=[csv,tensorboard,mlflow]   several at once: each option's yaml lands under `logger.<name>`
+
+Every tracker gets the same numbers under the same names: the running train terms every `trainer.log_every`
+steps (step/train_*), every numeric metrics.csv column per epoch (epoch/*), the reconstruction and sample grids
+per epoch (images/*; MLflow takes the PNG files at the end instead), and at the end the final numbers (final/*:
+the best val_loss and the test metrics when eval ran) beside the hyperparameters.
+
+A tracker is a side channel: one that fails (a bad URI, a full disk, a server that went away) says so in one
+warning line and is dropped for the rest of the run, and training goes on. Only a tracker library that is not
+installed stops the run, at once, with the extra to install. The trackers' libraries are imported when chosen,
+never when this module is: `aecli runs` and a csv-only run do not pay for them.
 
 The trainer calls the hooks with numbers it has already read from the device: a logger adds no host sync.
+A resumed run continues the same tracker runs: the trainer stores `state_dict()` in its checkpoints and hands
+it to `load_state_dict()` before the first hook, and the trackers start their runs at the first hook.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from aecli.errors import AecliError
+
+log = logging.getLogger("aecli")
+LOGGERS = ("csv", "mlflow", "tensorboard", "wandb")  # the options of conf/logger/
 
 
 class Logger:
@@ -35,39 +55,79 @@ class Logger:
     def close(self, metrics: dict[str, float]) -> None:
         """The run ended; `metrics`: its final numbers (best val_loss, the test metrics when eval ran)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue this logger's run (plain containers, for the checkpoint)."""
+        return {}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the run `state` (from `state_dict()` of the run being resumed) instead of starting one."""
+
+
+# -- the names every tracker uses ---------------------------------------------------------------------
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def step_scalars(terms: dict[str, float]) -> dict[str, float]:
+    return {f"step/train_{k}": float(v) for k, v in terms.items() if _number(v)}
+
+
+def epoch_scalars(row: dict[str, Any]) -> dict[str, float]:
+    """The numeric columns of a metrics.csv row (not the epoch and step counters, not the collapse text)."""
+    return {f"epoch/{k}": float(v) for k, v in row.items() if k not in ("epoch", "step") and _number(v)}
+
+
+def final_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {f"final/{k}": float(v) for k, v in flatten(metrics).items() if _number(v)}
+
+
+def image_grid(images):
+    """A batch [N, 1, 28, 28] as one [1, H, W] grid in [0, 1], eight images a row (the PNGs' layout)."""
+    from aecli.plots import make_grid
+
+    return make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=8)
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    first = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")
+    text = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def missing(name: str, library: str) -> AecliError:
+    return AecliError(f"logger={name} needs {library}, which is not installed: pip install 'aecli[{name}]' "
+                      f"(or uv sync --extra {name}), or leave {name} out of logger=")
+
+
+# -- TensorBoard --------------------------------------------------------------------------------------
 class TensorBoardLogger(Logger):
+    """Event files in the run folder: scalars, image grids, and the HPARAMS tab (hyperparameters, final metrics)."""
+
     def __init__(self, run_dir: Path, hparams: dict[str, Any], flush_secs: int = 30):
         try:  # torch.utils.tensorboard needs the tensorboard package: an optional extra
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise AecliError("logger=tensorboard needs TensorBoard, which is not installed: "
-                             "pip install 'aecli[tensorboard]' (or uv sync --extra tensorboard), or use logger=csv") from None
+            raise missing("tensorboard", "TensorBoard") from None
         self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=flush_secs)
         self.hparams = hparams
 
     def log_step(self, step: int, terms: dict[str, float]) -> None:
-        for k, v in terms.items():
-            self.writer.add_scalar(f"step/train_{k}", v, step)
+        for k, v in step_scalars(terms).items():
+            self.writer.add_scalar(k, v, step)
 
     def log_epoch(self, epoch: int, row: dict[str, float]) -> None:
-        for k, v in row.items():
-            if k not in ("epoch", "step") and isinstance(v, (int, float)):
-                self.writer.add_scalar(f"epoch/{k}", v, epoch)
+        for k, v in epoch_scalars(row).items():
+            self.writer.add_scalar(k, v, epoch)
 
     def log_images(self, epoch: int, grids: dict[str, Any]) -> None:
-        from torchvision.utils import make_grid
-
         for name, images in grids.items():
-            grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=8, padding=2, pad_value=1.0)
-            self.writer.add_image(f"images/{name}", grid, epoch)
+            self.writer.add_image(f"images/{name}", image_grid(images), epoch)
 
     def close(self, metrics: dict[str, float]) -> None:
         """Hyperparameters with the final metrics, in this run's own event file (HPARAMS tab)."""
         from torch.utils.tensorboard.summary import hparams
 
-        final = {f"final/{k}": float(v) for k, v in flatten(metrics).items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        final = final_scalars(metrics)
         for summary in hparams(self.hparams, final):
             self.writer.file_writer.add_summary(summary)
         for k, v in final.items():
@@ -75,6 +135,225 @@ class TensorBoardLogger(Logger):
         self.writer.close()
 
 
+# -- MLflow -------------------------------------------------------------------------------------------
+class MLflowLogger(Logger):
+    """One MLflow run per aecli run, through MLflow's own client (no fluent global state): params = the resolved
+    config flattened, metrics by step and epoch, the final numbers, and at the end the run folder's PNGs
+    (images/, plots/) and checkpoints/best.pt as artifacts. A sweep's jobs share one experiment, named after
+    the sweep folder; a single run goes to `experiment`."""
+
+    def __init__(self, run_dir: Path, params: dict[str, Any], tracking_uri: str | None = None,
+                 experiment: str = "aecli", artifacts: bool = True, http_retries: int = 2, http_timeout: int = 30,
+                 sweep: dict[str, str] | None = None):
+        try:
+            from mlflow import MlflowClient
+        except ImportError:
+            raise missing("mlflow", "MLflow") from None
+        # MLflow's own HTTP defaults (7 retries with backoff, 120 s timeout) stall a run for minutes on a server
+        # that is down, before the tracker can be dropped; these are read at each request
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(http_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(http_timeout)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a line per retry: ours says it once
+        self.client = MlflowClient(tracking_uri=tracking_uri)  # None: MLflow's default store
+        self.run_dir, self.params, self.artifacts = Path(run_dir), params, artifacts
+        self.experiment = f"{experiment} sweep {sweep['dir']}" if sweep else experiment
+        self.tags = {"aecli.run_dir": str(run_dir), **({"aecli.sweep": sweep["dir"], "aecli.job": sweep["job"]}
+                                                       if sweep else {})}
+        self.run_id: str | None = None  # the run to continue (load_state_dict) or the one started
+        self.started = False
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run_id = state.get("run_id") or self.run_id
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id} if self.run_id else {}
+
+    def experiment_id(self) -> str:
+        """This run's experiment, created on first use; parallel jobs of a sweep may race to create it."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(self.experiment)
+        except MlflowException:  # another job created it first
+            return self.client.get_experiment_by_name(self.experiment).experiment_id
+
+    def start(self) -> str:
+        """The MLflow run: the one `load_state_dict` named, reopened, when the store has it, else a new one."""
+        if not self.started:
+            from mlflow.entities import Param
+
+            params = {k: str(v)[:6000] for k, v in self.params.items()}
+            if self.run_id:
+                params = self.reopen(params)
+            if not self.run_id:
+                self.run_id = self.client.create_run(self.experiment_id(), run_name=str(self.run_dir),
+                                                     tags=self.tags).info.run_id
+            self.started = True
+            items = [Param(k, v) for k, v in params.items()]
+            for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+                self.client.log_batch(self.run_id, params=items[i:i + 100])
+        return self.run_id
+
+    def reopen(self, params: dict[str, str]) -> dict[str, str]:
+        """Mark run `run_id` running again and return the params it lacks. A logged param never changes in MLflow:
+        the ones this resume changed (epochs=N, resume=...) go into the tag aecli.resumed_with. A run this store
+        does not have (another tracking_uri) is said in one line and forgotten: a new run starts."""
+        from mlflow.entities import RunStatus
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(self.run_id)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":  # the store failed: not a reason to start a duplicate
+                raise
+            log.warning(f"logger=mlflow: run {self.run_id} is not in {self.client.tracking_uri}: "
+                        f"this resumed run logs to a new MLflow run")
+            self.run_id = None
+            return params
+        self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        logged = run.data.params
+        changed = " ".join(f"{k}={v}" for k, v in params.items() if k in logged and logged[k] != v)
+        if changed:
+            self.client.set_tag(self.run_id, "aecli.resumed_with", changed[:5000])
+        return {k: v for k, v in params.items() if k not in logged}
+
+    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        if scalars:
+            now = int(time.time() * 1000)
+            run_id = self.start()
+            self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in scalars.items()])
+
+    def log_step(self, step: int, terms: dict[str, float]) -> None:
+        self.log_scalars(step_scalars(terms), step)
+
+    def log_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        self.log_scalars(epoch_scalars(row), epoch)
+
+    def close(self, metrics: dict[str, float]) -> None:
+        run_id = self.start()
+        self.log_scalars(final_scalars(metrics), 0)
+        if self.artifacts:
+            for folder in ("images", "plots"):
+                for png in sorted((self.run_dir / folder).glob("*.png")):
+                    self.client.log_artifact(run_id, str(png), folder)
+            best = self.run_dir / "checkpoints" / "best.pt"
+            if best.is_file():
+                self.client.log_artifact(run_id, str(best), "checkpoints")
+        self.client.set_terminated(run_id)
+
+
+# -- Weights & Biases ---------------------------------------------------------------------------------
+class WandbLogger(Logger):
+    """One W&B run per aecli run, its files in the run folder's wandb/. Offline unless `mode` or WANDB_MODE says
+    otherwise or you are logged in (`wandb login`): `wandb sync RUN/wandb/offline-run-*` uploads an offline run
+    later. A sweep's jobs share a group, the sweep folder."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], project: str = "aecli", entity: str | None = None,
+                 mode: str | None = None, sweep: dict[str, str] | None = None):
+        try:
+            import wandb
+        except ImportError:
+            raise missing("wandb", "Weights & Biases (wandb)") from None
+        self.wandb, self.run_dir, self.config = wandb, Path(run_dir), config
+        self.project, self.entity, self.mode, self.sweep = project, entity, mode, sweep
+        self.run_id: str | None = None
+        self.run = None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run_id = state.get("id") or self.run_id
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"id": self.run_id} if self.run_id else {}
+
+    def start(self):
+        if self.run is not None:
+            return self.run
+        mode = self.mode or os.environ.get("WANDB_MODE") or (
+            "online" if self.wandb.login(prompt=False, verify=False) else "offline")
+        self.run = self.wandb.init(
+            project=self.project, entity=self.entity, dir=str(self.run_dir.resolve()), config=self.config,
+            mode=mode, name=str(self.run_dir), group=self.sweep["dir"] if self.sweep else None, job_type="train",
+            id=self.run_id, resume="allow" if self.run_id else None,
+            reinit="finish_previous")  # a sweep job after one that crashed never logs into that job's run
+        self.run_id = self.run.id
+        self.run.define_metric("step/*", step_metric="step")
+        self.run.define_metric("epoch/*", step_metric="epoch")
+        self.run.define_metric("images/*", step_metric="epoch")
+        return self.run
+
+    def log_step(self, step: int, terms: dict[str, float]) -> None:
+        self.start().log({"step": step, **step_scalars(terms)})
+
+    def log_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        self.start().log({"epoch": epoch, **epoch_scalars(row)})
+
+    def log_images(self, epoch: int, grids: dict[str, Any]) -> None:
+        images = {f"images/{k}": self.wandb.Image(image_grid(v)) for k, v in grids.items()}
+        self.start().log({"epoch": epoch, **images})
+
+    def close(self, metrics: dict[str, float]) -> None:
+        run = self.start()
+        run.summary.update(final_scalars(metrics))
+        run.finish()  # offline, W&B prints the `wandb sync` command that uploads the run
+
+
+# -- several at once ----------------------------------------------------------------------------------
+class Loggers(Logger):
+    """The chosen trackers behind one set of hooks. A tracker whose hook raises is warned about in one line and
+    dropped; training goes on. The state of a dropped tracker is kept, so a later resume can try it again."""
+
+    def __init__(self, trackers: dict[str, Logger]):
+        self.trackers = dict(trackers)
+        self.loaded: dict[str, Any] = {}
+
+    def call(self, hook: str, *args) -> None:
+        for name, tracker in list(self.trackers.items()):
+            try:
+                getattr(tracker, hook)(*args)
+            except Exception as e:  # a side channel never stops training
+                state = self.loaded.get(name) or _quiet_state(tracker)
+                self.loaded.update({name: state} if state else {})
+                del self.trackers[name]
+                log.warning(f"logger={name} failed ({hook}: {one_line(e)}): it is off for the rest of this run, "
+                            f"training goes on")
+
+    def log_step(self, step: int, terms: dict[str, float]) -> None:
+        self.call("log_step", step, terms)
+
+    def log_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        self.call("log_epoch", epoch, row)
+
+    def log_images(self, epoch: int, grids: dict[str, Any]) -> None:
+        self.call("log_images", epoch, grids)
+
+    def close(self, metrics: dict[str, float]) -> None:
+        self.call("close", metrics)
+
+    def state_dict(self) -> dict[str, Any]:
+        """{tracker: its state}: e.g. {"mlflow": {"run_id": ...}, "wandb": {"id": ...}}."""
+        live = {name: _quiet_state(t) for name, t in self.trackers.items()}
+        return {**self.loaded, **{name: s for name, s in live.items() if s}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loaded = {k: v for k, v in (state or {}).items() if v}
+        for name, tracker in self.trackers.items():
+            if name in self.loaded:
+                tracker.load_state_dict(self.loaded[name])
+
+
+def _quiet_state(tracker: Logger) -> dict[str, Any]:
+    try:
+        return tracker.state_dict()
+    except Exception:
+        return {}
+
+
+# -- from the config ----------------------------------------------------------------------------------
 def flatten(node: dict, prefix: str = "") -> dict[str, Any]:
     """Nested dicts as one level of dotted keys: {"net": {"hidden": [64]}} -> {"net.hidden": [64]}."""
     out: dict[str, Any] = {}
@@ -91,10 +370,53 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flatten(plain(cfg)).items()}
 
 
-def make_logger(cfg: DictConfig, run_dir: Path) -> Logger:
-    name = cfg.logger.name
-    if name == "csv":
-        return Logger()
-    if name == "tensorboard":
-        return TensorBoardLogger(run_dir, flat_hparams(cfg), flush_secs=cfg.logger.flush_secs)
-    raise AecliError(f"logger={name} is not a logger aecli knows: allowed csv, tensorboard")
+def chosen(cfg: DictConfig) -> dict[str, dict]:
+    """{logger name: its options} from `cfg.logger`. Each conf/logger/<name>.yaml lands under `logger.<name>`;
+    a checkpoint written before that layout has `logger.name` with the options beside it, read the same."""
+    node = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") is not None else {}
+    old = node.pop("name", None)
+    if isinstance(old, str):
+        node = {k: v for k, v in node.items() if isinstance(v, dict)} | {
+            old: {k: v for k, v in node.items() if not isinstance(v, dict)}}
+    return node
+
+
+def hydra_sweep() -> dict[str, str] | None:
+    """{"dir": the sweep folder, "job": this job's number} when Hydra runs this job in a multirun, else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:
+        return None
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return {"dir": str(hc.sweep.dir), "job": str(hc.job.num)}
+
+
+def make_logger(cfg: DictConfig, run_dir: Path) -> Loggers:
+    """The loggers of `cfg.logger` behind one set of hooks (csv alone: none, the trainer writes metrics.csv)."""
+    from aecli.config import plain
+
+    options = chosen(cfg)
+    unknown = sorted(set(options) - set(LOGGERS))
+    if unknown:
+        raise AecliError(f"logger={','.join(unknown)} is not a logger aecli knows: allowed {', '.join(LOGGERS)} "
+                         f"(several: logger=[csv,tensorboard,mlflow])")
+    sweep = hydra_sweep()
+    build = {"tensorboard": lambda opts: TensorBoardLogger(run_dir, flat_hparams(cfg), **opts),
+             "mlflow": lambda opts: MLflowLogger(run_dir, flat_hparams(cfg), sweep=sweep, **opts),
+             "wandb": lambda opts: WandbLogger(run_dir, plain(cfg), sweep=sweep, **opts)}
+    trackers: dict[str, Logger] = {}
+    for name, opts in options.items():
+        if name == "csv":
+            continue
+        try:
+            trackers[name] = build[name](opts)
+        except AecliError:  # the library is not installed: the user asked for it, so say so before training
+            raise
+        except Exception as e:
+            log.warning(f"logger={name} failed to start ({one_line(e)}): training goes on without it")
+    return Loggers(trackers)

@@ -264,3 +264,10 @@ class SweepSummary(Callback):
         failed = sum(r["status"] != "ok" for r in rows)
         print_table(rows, f"sweep {sweep_dir}: {len(rows)} jobs" + (f", {failed} failed" if failed else ""))
         print(f"summary: {sweep_dir / SUMMARY_FILE}")
+        if config.get("report", True):  # the page of the whole sweep (aecli/report.py); report=false skips it
+            from aecli.report import report_command
+
+            try:
+                print(f"report: {report_command([str(sweep_dir)])}")
+            except Exception as e:  # the sweep has ended and its summary is written: say why, do not fail it
+                logging.getLogger("aecli").warning(f"report: not written ({type(e).__name__}: {e})")
