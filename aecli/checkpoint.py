@@ -77,11 +77,12 @@ def find_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
 
 
 def describe(config: dict) -> str:
-    """A run's model in a few words, from its config: `VAE (net mlp [64, 32], latent_dim 4)`."""
+    """A run's model in a few words, from its config: `VAE (net MLP hidden=[64, 32], latent_dim 4)`."""
     model = (config.get("model") or {}).get("_target_", "?").rsplit(".", 1)[-1]
-    net = config.get("net") or {}
-    shape = net.get("hidden", net.get("channels", ""))
-    return f"{model} (net {net.get('name', '?')} {shape}, latent_dim {config.get('latent_dim', '?')})"
+    net = dict(config.get("net") or {})
+    name = str(net.pop("_target_", "?")).rsplit(".", 1)[-1]
+    options = " ".join(f"{k}={v}" for k, v in net.items() if k != "activation")
+    return f"{model} (net {name} {options}, latent_dim {config.get('latent_dim', '?')})"
 
 
 def load_model_state(model, config: dict, ckpt: dict, path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aecli.errors import AecliError
 from aecli.errors import exit_with as fail
+from aecli.paths import config_dir
 
 HELP = """usage: aecli COMMAND [ARGS...]
 
@@ -28,13 +29,6 @@ commands:
   runs     compare runs or sweeps side by side: aecli runs outputs/multirun/DATE/TIME [sort=val_loss]
 
 Run `aecli COMMAND --help` for a command's own help."""
-
-
-def config_dir() -> Path:
-    """conf/ inside the installed package (a wheel), else the repository's top-level conf/."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "conf"
-    return packaged if packaged.is_dir() else here.parent / "conf"
 
 
 # -- train -------------------------------------------------------------------------------------------

@@ -1,81 +1,49 @@
-"""From the composed config to objects: checks every value before any work starts, picks the device, builds the model.
+"""From the composed config to objects: checks every value before any work starts, picks the device, builds the
+components.
 
-The config's keys mirror the code: `model` is instantiated with Hydra (`_target_` names the model class;
-the other keys are its constructor's parameters), `net` is handed to the model, the top-level
-`lambda` becomes the model's `lam` (a Python keyword cannot be a parameter name).
+The config's keys mirror the code: `model`, `net` and `data` are components, each instantiated with Hydra from its
+yaml (`_target_` names the class; the other keys are its constructor's keyword arguments, declared with their
+defaults and allowed values in the class's `Options`). The net is handed to the model with the data's image shape
+and class count; the top-level `lambda` becomes the model's `lam` (a Python keyword cannot be a parameter name).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from aecli import schema
+from aecli.schema import is_int, is_number
 from aecli.errors import AecliError
-from aecli.nets import ACTIVATIONS
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-# key -> (check, what is allowed). Keys missing from a config (a model without that option) are skipped.
+# Run-level keys -> (check, what is allowed). Keys missing from a config are skipped. The options of the model, the
+# net and the data set are not here: each component declares its own (aecli/schema.py), and `validate` reads them.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "lambda": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "latent_dim": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "seed": (_is_int, "an integer"),
-    "data.limit": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
-    "data.val_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "data.download": (lambda v: isinstance(v, bool), "true or false"),
+    "lambda": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "latent_dim": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "epochs": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "lr": (lambda v: is_number(v) and v > 0, "a number > 0"),
+    "seed": (is_int, "an integer"),
     "device.type": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
-    "trainer.log_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "trainer.weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "trainer.log_every": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "trainer.weight_decay": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
     "trainer.optimizer": (lambda v: v in ("adam", "adamw"), "adam or adamw"),
     "trainer.precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
     "trainer.progress": (lambda v: v in ("auto", "bar", "lines"), "auto, bar or lines"),
-    "trainer.num_threads": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+    "trainer.num_threads": (lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"),
     "trainer.compile": (lambda v: isinstance(v, bool), "true or false"),
-    "data.name": (lambda v: v in ("mnist", "fashion_mnist"), "mnist or fashion_mnist"),
-    "data.root": (lambda v: isinstance(v, str) and v.strip() != "", "a folder path"),
     "resume": (lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
                "null or a run folder or checkpoint path"),
     "eval.at_end": (lambda v: isinstance(v, bool), "true or false"),
     "optimized_metric": (lambda v: isinstance(v, str) and v.startswith(("val_", "train_", "test_")),
                          "a metrics.csv column (val_recon, val_loss, ...) or test_<metric>"),
-    "net.hidden": (lambda v: isinstance(v, (list, tuple)) and all(_is_int(w) and w >= 1 for w in v),
-                   "a list of integer widths >= 1, e.g. [512,256]"),
-    "net.channels": (lambda v: isinstance(v, (list, tuple)) and 1 <= len(v) <= 2
-                     and all(_is_int(w) and w >= 1 for w in v), "a list of one or two channel counts, e.g. [32,64]"),
-    "net.activation": (lambda v: v in ACTIVATIONS, "one of " + ", ".join(ACTIVATIONS)),
-    # model options (each model's yaml documents them)
-    "model.likelihood": (lambda v: v in ("bernoulli", "continuous_bernoulli", "gaussian"),
-                         "bernoulli, continuous_bernoulli or gaussian"),
-    "model.kl_warmup_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "model.tied": (lambda v: isinstance(v, bool), "true or false"),
-    "model.dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "model.layer_match": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "model.code_activation": (lambda v: v in ("none", "sigmoid", "relu", "tanh"), "none, sigmoid, relu or tanh"),
-    "model.recon_loss": (lambda v: v in ("bce", "mse"), "bce or mse"),
-    "model.jacobian": (lambda v: v in ("exact", "estimate"), "exact or estimate"),
-    "model.projections": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "model.noise": (lambda v: v in ("gaussian", "masking", "salt_pepper"), "gaussian, masking or salt_pepper"),
-    "model.level": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "model.sparsity": (lambda v: v in ("kl", "l1"), "kl or l1"),
-    "model.rho": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "model.prior": (lambda v: v in ("gaussian", "mixture"), "gaussian or mixture"),
-    "model.disc_hidden": (lambda v: isinstance(v, (list, tuple)) and all(_is_int(w) and w >= 1 for w in v),
-                          "a list of integer widths >= 1, e.g. [256,256]"),
 }
+COMPONENTS = ("model", "net", "data")  # config groups built from their `_target_`, each with its declared Options
 
 
 def _get(cfg: DictConfig, dotted: str):
@@ -91,13 +59,39 @@ _MISSING = object()
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check every known key against its range; the first bad one raises a one-line AecliError."""
+    """Check every run-level key against its range and every component's keys against its declared options; the
+    first bad one raises a one-line AecliError."""
     for key, (ok, allowed) in RULES.items():
         value = _get(cfg, key)
         if value is _MISSING:
             continue
         if not ok(value):
             raise AecliError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
+    if "lambda" not in cfg:
+        raise AecliError("the model's yaml (conf/model/<name>.yaml) sets no top-level lambda: add `lambda: <its "
+                         "default>` beside `model:`, the weight of the model's regularizer (0 when it has none)")
+    for group in COMPONENTS:
+        schema.check(component_class(cfg, group).Options, OmegaConf.to_container(cfg[group], resolve=True), group)
+
+
+def component_class(cfg, group: str) -> type:
+    """The class a component's `_target_` names, imported; one line when it is missing or cannot be imported."""
+    node = cfg.get(group) if isinstance(cfg, (dict, DictConfig)) else None
+    target = node.get("_target_") if node is not None else None
+    if not target:
+        raise AecliError(f"the {group} config has no _target_: conf/{group}/<name>.yaml must name the {group}'s "
+                         f"class, e.g. _target_: aecli.models.vae.VAE")
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(str(target))
+    except Exception as e:  # noqa: BLE001 - an import error of a user's component, in one line
+        cause = e.__cause__ or e
+        raise AecliError(f"{group}._target_={target} cannot be imported ({type(cause).__name__}: "
+                         f"{str(cause).splitlines()[0][:160]})") from None
+    if not isinstance(getattr(cls, "Options", None), type):
+        raise AecliError(f"{group}._target_={target} declares no Options (a dataclass of its keys; aecli/schema.py)")
+    return cls
 
 
 def resolve_device(kind: str) -> torch.device:
@@ -111,17 +105,49 @@ def resolve_device(kind: str) -> torch.device:
     return torch.device("cpu")
 
 
-def build_model(cfg: DictConfig | dict):
-    """Instantiate `cfg.model` (its `_target_` class) with the net, latent size and lambda."""
+def _instantiate(node, group: str, **kwargs):
+    """Build a component from its config node; a constructor's error becomes one line naming the component."""
     from hydra.utils import instantiate
 
-    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     try:
-        return instantiate(cfg.model, net=OmegaConf.to_container(cfg.net, resolve=True),
-                           latent_dim=cfg.latent_dim, lam=cfg["lambda"], _convert_="all")
+        return instantiate(node, **kwargs, _convert_="all")
     except Exception as e:  # instantiate wraps constructor errors; give the cause in one line
         cause = e.__cause__ or e
-        raise AecliError(f"cannot build model {cfg.model.get('_target_')}: {cause}") from None
+        if isinstance(cause, AecliError):
+            raise cause from None
+        raise AecliError(f"cannot build {group} {node.get('_target_')}: {str(cause).splitlines()[0][:200]}") from None
+
+
+def build_net(cfg):
+    """The net of `cfg.net`, a recipe the model asks for its encoder and decoder (aecli/nets/__init__.py)."""
+    from aecli.nets import Net
+
+    net = _instantiate(cfg["net"], "net")
+    if not isinstance(net, Net):
+        raise AecliError(f"net._target_={cfg['net'].get('_target_')} is not an aecli net (aecli/nets/__init__.py)")
+    return net
+
+
+def build_dataset(cfg):
+    """The data set of `cfg.data` (not loaded yet: its `load(device)` does that)."""
+    from aecli.data import Dataset
+
+    dataset = _instantiate(cfg["data"], "data")
+    if not isinstance(dataset, Dataset):
+        raise AecliError(f"data._target_={cfg['data'].get('_target_')} is not an aecli data set (aecli/data.py)")
+    return dataset
+
+
+def build_model(cfg: DictConfig | dict, image_shape=(1, 28, 28), n_classes: int = 10):
+    """Instantiate `cfg.model` (its `_target_` class) with the net, latent size, lambda and the data's shape, after
+    checking that the net meets its interface."""
+    from aecli.nets import check_net
+
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    net = build_net(cfg)
+    check_net(net, image_shape)
+    return _instantiate(cfg.model, "model", net=net, latent_dim=cfg.latent_dim, lam=cfg["lambda"],
+                        image_shape=list(image_shape), n_classes=n_classes)
 
 
 def plain(cfg: DictConfig) -> dict:

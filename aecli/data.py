@@ -1,200 +1,103 @@
-"""MNIST and Fashion-MNIST as device-resident uint8 tensors, and an on-device batcher.
+"""Data: what every data set hands the trainer, written once, and the on-device batcher.
 
-torchvision's dataset classes do the download (where there is a network); aecli reads the IDX files itself.
-After loading, a whole split is one uint8 tensor moved to the training device once; each batch is an index into it,
-converted to float in [0, 1] per batch: no per-sample PIL transforms, no DataLoader workers.
+A data set is one file in aecli/datasets/ and one yaml in conf/data/ whose `_target_` names its class; its other
+keys are the class's keyword arguments, declared in its `Options` (aecli/schema.py). `load(device)` returns a
+`Data`: three splits, each one uint8 tensor moved to the training device once (each batch is an index into it,
+converted to float in [0, 1] per batch: no per-sample transforms, no DataLoader workers), the image shape
+[C, H, W] and the class names (None for unlabeled images). Everything downstream reads the shape and the classes
+from here, never from constants.
 
-Splits: the official training set minus its last `val_size` images is `train` (optionally cut to the
-first `limit` images), those last `val_size` images are `val` (fixed, so every run validates on the same
-images), and the official test set is `test`, kept for evaluation.
+Splits: `train` (optionally cut to its first `limit` images), `val`, fixed so that every run validates on the same
+images, and `test`, kept for evaluation.
 """
 
 from __future__ import annotations
 
-import fcntl
-import gzip
-import math
-import os
-import shutil
-import socket
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from aecli.errors import AecliError
 
-N_CLASSES = 10  # both data sets have ten classes, labels 0..9
-
-DATASETS = {
-    # name in config -> (torchvision class name, folder under root, class names)
-    "mnist": ("MNIST", "MNIST", [str(i) for i in range(10)]),
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST",
-                      ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]),
-}
-IDX_FILES = {
-    # file stem -> (magic number, shape after the header)
-    "train-images-idx3-ubyte": (2051, (60000, 28, 28)),
-    "train-labels-idx1-ubyte": (2049, (60000,)),
-    "t10k-images-idx3-ubyte": (2051, (10000, 28, 28)),
-    "t10k-labels-idx1-ubyte": (2049, (10000,)),
-}
-HOW_TO_GET = ("copy the four official files (or their .gz) into {raw}, e.g. with "
-              "`bash ../shared/data/seed-data.sh {root}` in the aecli repository, or point data.root (or the "
-              "AECLI_DATA_ROOT environment variable) at a folder holding {folder}/raw")
+MIN_TRAIN_IMAGES = 2  # what a split must keep at least: a mean, a spread, a batch (data.val_size says so)
 
 
 @dataclass
 class Split:
-    """One split on the training device: images [N, 1, 28, 28] uint8, labels [N] int64."""
+    """One split on the training device: images [N, C, H, W] uint8, labels [N] int64 (None when unlabeled)."""
 
     images: torch.Tensor
-    labels: torch.Tensor
+    labels: torch.Tensor | None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Float images in [0, 1] and labels for the given indices (conversion happens per batch)."""
-        return self.images[idx].float().div_(255.0), self.labels[idx]
+        return self.images[idx].float().div_(255.0), None if self.labels is None else self.labels[idx]
 
     def head(self, n: int) -> Split:
-        return Split(self.images[:n], self.labels[:n])
+        return Split(self.images[:n], None if self.labels is None else self.labels[:n])
 
     def mean_image(self, chunk: int = 10000) -> torch.Tensor:
-        """The mean image [1, 28, 28], float in [0, 1] (summed in chunks: no float copy of the whole split)."""
+        """The mean image [C, H, W], float in [0, 1] (summed in chunks: no float copy of the whole split)."""
         total = sum(self.images[i:i + chunk].double().sum(0) for i in range(0, len(self), chunk))
         return (total / (255.0 * len(self))).float()
 
 
 @dataclass
 class Data:
+    """A loaded data set. `train` is what training sees (its first `data.limit` images when set), `train_all` the
+    whole training split (evaluation fits its probes there, whatever the limit). `key` names the data set for
+    caches (the eval classifier, the pixel floors)."""
+
     name: str
-    classes: list[str]
+    classes: list[str] | None
+    image_shape: tuple[int, ...]
     train: Split
     val: Split
     test: Split
+    train_all: Split
+    key: str = ""
+
+    @property
+    def labeled(self) -> bool:
+        return self.classes is not None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes or [])
 
 
-def check_idx_file(path: Path, magic: int, shape: tuple[int, ...]) -> None:
-    """Refuse a file with a wrong magic number, wrong dimensions or a truncated body, naming the file."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        header = f.read(4 + 4 * len(shape))
-    if len(header) < 4 + 4 * len(shape):
-        raise AecliError(f"data file {path} is truncated ({size} bytes): delete it and lay the data out again")
-    got_magic = int.from_bytes(header[:4], "big")
-    if got_magic != magic:
-        raise AecliError(f"data file {path} is not an IDX file of this kind (magic number {got_magic}, "
-                         f"expected {magic}): delete it and lay the data out again")
-    dims = tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(len(shape)))
-    expected = 4 + 4 * len(shape) + int(torch.tensor(shape).prod())
-    if dims != shape or size != expected:
-        raise AecliError(f"data file {path} has the wrong size (dimensions {dims}, {size} bytes; expected "
-                         f"{shape}, {expected} bytes): it is truncated or corrupt, delete it and lay the data out again")
+class Dataset:
+    """Base of every data set (module doc): subclasses set `name` and `Options` and implement `load`."""
+
+    name: ClassVar[str] = "dataset"
+
+    def load(self, device: torch.device) -> Data:
+        raise NotImplementedError
 
 
-def extract_gz(raw: Path) -> None:
-    """Decompress each official `.gz` whose extracted file is missing; a corrupt one is named, not half-used.
+def make_splits(images: torch.Tensor, labels: torch.Tensor | None, test: tuple[torch.Tensor, torch.Tensor | None],
+                val_size: int, limit: int | None, device: torch.device) -> dict[str, Split]:
+    """{train_all: the images but the last `val_size`, train: its first `limit` (a view), val: the last
+    `val_size`, test: as given}; images [N, C, H, W] uint8 (labels int64 or None), moved to `device`."""
+    n = images.shape[0]
+    if not isinstance(val_size, int) or not MIN_TRAIN_IMAGES <= n - val_size or val_size < 1:
+        raise AecliError(f"data.val_size={val_size} is out of range for {n} training images: allowed 1.."
+                         f"{n - MIN_TRAIN_IMAGES} (at least {MIN_TRAIN_IMAGES} images must stay for training)")
+    n_train = n - val_size
 
-    Safe for any number of processes at once (the jobs of a parallel sweep on a fresh data folder): one holds an
-    OS lock on `raw/.extract.lock` while it extracts (released by the OS if it dies), each writes its own
-    temporary file, and a file another process finished meanwhile is not extracted twice."""
-    todo = [stem for stem in IDX_FILES if not (raw / stem).is_file() and (raw / f"{stem}.gz").is_file()]
-    if not todo:
-        return
-    try:
-        lock = open(raw / ".extract.lock", "a")
-    except OSError as e:
-        raise AecliError(f"cannot extract the .gz files in the data folder {raw} ({e.strerror}): make it writable, "
-                         "or set data.root to a folder holding the extracted files")
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        for stem in todo:
-            src, dst = raw / f"{stem}.gz", raw / stem
-            if dst.is_file():  # another process extracted it while this one waited for the lock
-                continue
-            tmp = raw / f".{stem}.{os.getpid()}.tmp"
-            try:
-                with gzip.open(src, "rb") as f_in, open(tmp, "wb") as f_out:
-                    shutil.copyfileobj(f_in, f_out)
-            except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-                tmp.unlink(missing_ok=True)
-                raise AecliError(f"data file {src} is not a valid gzip file ({e}): it is truncated or corrupt, "
-                                 "delete it and lay the data out again")
-            except OSError as e:
-                tmp.unlink(missing_ok=True)
-                raise AecliError(f"cannot extract {src.name} into the data folder {raw} ({e.strerror}): make it "
-                                 "writable, or set data.root to a folder holding the extracted files")
-            os.replace(tmp, dst)
+    def to_split(x: torch.Tensor, y: torch.Tensor | None) -> Split:
+        return Split(x.contiguous().to(device), None if y is None else y.to(torch.int64).to(device))
 
+    def part(t: torch.Tensor | None, sl: slice) -> torch.Tensor | None:
+        return None if t is None else t[sl]
 
-def _raw_ready(raw: Path) -> bool:
-    return all((raw / stem).is_file() for stem in IDX_FILES)
-
-
-def load_raw(name: str, root: str | os.PathLike, download: bool = True):
-    """Both official splits, ((train images, labels), (test images, labels)), as uint8 tensors on the CPU."""
-    if name not in DATASETS:
-        raise AecliError(f"data={name!r} is not a data set aecli knows: allowed {', '.join(DATASETS)}")
-    cls_name, folder, _ = DATASETS[name]
-    root = Path(root).expanduser()
-    raw = root / folder / "raw"
-    if raw.is_dir():  # compressed official files next to missing extracted ones: extracted offline
-        extract_gz(raw)
-    if not _raw_ready(raw) and not download:
-        raise AecliError(f"{cls_name} files are missing in {raw} and data.download=false: " +
-                         HOW_TO_GET.format(raw=raw, root=root, folder=folder))
-    if not _raw_ready(raw):
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise AecliError(f"cannot create the data folder {root} ({e.strerror}): set data.root to a writable folder")
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise AecliError(f"cannot write the data folder {root} to download {cls_name}: set data.root to a "
-                             "writable folder")
-        import torchvision.datasets as tvd  # only to download: reading needs no torchvision (0.4 s of start-up)
-
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(20)
-        try:
-            getattr(tvd, cls_name)(str(root), train=True, download=True)
-        except Exception as e:  # noqa: BLE001 - any download failure gets the same one-line advice
-            raise AecliError(f"{cls_name} files are missing in {raw} and the download failed "
-                             f"({type(e).__name__}; no network?): " + HOW_TO_GET.format(raw=raw, root=root, folder=folder))
-        finally:
-            socket.setdefaulttimeout(previous)
-    arrays = {stem: read_idx(raw / stem, magic, shape) for stem, (magic, shape) in IDX_FILES.items()}
-    return [(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"].long()),
-            (arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"].long())]
-
-
-def read_idx(path: Path, magic: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """The uint8 body of a checked IDX file, read in one go (the same bytes torchvision's MNIST class reads)."""
-    check_idx_file(path, magic, shape)
-    header = 4 + 4 * len(shape)
-    body = torch.from_file(str(path), size=header + math.prod(shape), dtype=torch.uint8)
-    return body[header:].view(shape)
-
-
-def load_data(name: str, root: str | os.PathLike, device: torch.device, download: bool = True,
-              limit: int | None = None, val_size: int = 5000) -> Data:
-    """Load a data set's three splits onto `device` as uint8 images and int64 labels."""
-    (x_all, y_all), (x_test, y_test) = load_raw(name, root, download)
-    n_train = x_all.shape[0] - val_size
-    if not 0 < val_size < x_all.shape[0]:
-        raise AecliError(f"data.val_size={val_size} is out of range: allowed 1..{x_all.shape[0] - 1}")
-    x_train, y_train = x_all[:n_train], y_all[:n_train]
-    if limit is not None:
-        x_train, y_train = x_train[:limit], y_train[:limit]
-
-    def to_split(x: torch.Tensor, y: torch.Tensor) -> Split:
-        return Split(x.unsqueeze(1).contiguous().to(device), y.to(torch.int64).to(device))
-
-    return Data(name=name, classes=DATASETS[name][2], train=to_split(x_train, y_train),
-                val=to_split(x_all[n_train:], y_all[n_train:]), test=to_split(x_test, y_test))
+    train_all = to_split(images[:n_train], part(labels, slice(0, n_train)))
+    return {"train_all": train_all, "train": train_all if limit is None else train_all.head(limit),
+            "val": to_split(images[n - val_size:], part(labels, slice(n - val_size, n))), "test": to_split(*test)}
 
 
 class Batcher:

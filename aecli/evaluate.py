@@ -1,20 +1,24 @@
 """`aecli eval`: the same test-set numbers for every model, written to `eval.json`, a table, and the pictures.
 
-Which metrics a model gets follows from what it can do (duck typing), never from its name:
+Which metrics a model gets follows from what its class declares it can do (aecli/models/base.py), never from
+its name:
 
     every model                 recon_bce (Bernoulli NLL of the mean reconstruction, nats per image),
-                                recon_mse (squared error summed over the 784 pixels, per image), psnr (dB);
+                                recon_mse (squared error summed over the pixels, per image), psnr (dB);
                                 probe_acc and knn_acc on the codes, beside pixel_probe_acc and pixel_knn_acc
                                 (the same on raw pixels: the floor a representation must beat);
-                                jacobian_fro, the mean ||J_f(x)||_F of f = model.encode (vae, cvae: the mean code)
-    elbo_terms (vae, cvae)      elbo and iw_bound (Burda et al. 2015) with eval.iw_samples samples, nats per image
-    corrupt (dae)               denoised_psnr, of the reconstruction of a corrupted image, beside noisy_psnr
-    rho (sae)                   mean_activation of the code, off_fraction (units whose mean is < sparse_threshold)
-    has_prior (vae, cvae, aae)  mmd: MMD^2 between the test codes and draws from the prior
-    sample (every model)        frechet: Fréchet distance of samples to test images in the classifier's features
+                                jacobian_fro, the mean ||J_f(x)||_F of the evaluated code (model.representation)
+    elbo (vae, cvae)            elbo and iw_bound (Burda et al. 2015) with eval.iw_samples samples, nats per image
+    denoising (dae)             denoised_psnr, of the reconstruction of a corrupted image, beside noisy_psnr
+    sparse_code (sae)           mean_activation of the code, off_fraction (units whose mean is < sparse_threshold)
+    code_prior native           mmd: MMD^2 between the aggregate posterior and the prior (vae, cvae, aae)
+    (every model samples)       frechet: Fréchet distance of samples to test images in the classifier's features
                                 (aecli.classifier), beside frechet_floor, the training images' distance
     conditional (cvae)          label_acc: the classifier's accuracy on samples drawn for each label (the mean;
                                 label_acc_per_class lists them)
+
+A data set without labels gets no probe, no kNN and no classifier: `skipped` in eval.json names each metric left
+out and why.
 
 Costly metrics use the first N test images (conf/eval/default.yaml). The pixel floors and the classifier
 are computed once per data set and cached. `aecli train` runs the same evaluation on its best checkpoint
@@ -35,13 +39,16 @@ from omegaconf import OmegaConf
 
 from aecli import metrics
 from aecli.checkpoint import find_checkpoint
+from aecli.classifier import VERSION as CLASSIFIER_VERSION
 from aecli.classifier import cache_folder, cached_json, load_classifier
 from aecli.config import resolve_device
-from aecli.data import Data, Split, load_data
+from aecli.data import Data, Split
 from aecli.errors import AecliError
 from aecli.models.base import bernoulli_nll_of_probs
-from aecli.plots import plot_code_scatter, plot_losses, recon_pairs, save_grid
-from aecli.sampling import STEPS, draw_samples, interpolation_images, load_run
+from aecli.paths import config_dir
+from aecli.plots import plot_code_scatter, recon_pairs, save_grid
+from aecli.runs import load_run_data, load_trained
+from aecli.sampling import STEPS, draw_samples, interpolation_images
 
 log = logging.getLogger("aecli")
 
@@ -80,8 +87,6 @@ MINIMUM = {"test_images": 1, "probe_train_images": 1, "probe_steps": 1, "knn_k":
 
 def eval_settings(eval_cfg=None, **overrides) -> EvalSettings:
     """conf/eval/default.yaml, updated by a run's `eval` config and then by `overrides` (None = keep); checked."""
-    from aecli.cli import config_dir
-
     merged = OmegaConf.merge(OmegaConf.load(config_dir() / "eval" / "default.yaml"), eval_cfg or {},
                              {k: v for k, v in overrides.items() if v is not None})
     values = OmegaConf.to_container(merged, resolve=True)
@@ -109,14 +114,10 @@ def chunks(n: int, device: torch.device, batch: int = BATCH):
 
 
 @torch.no_grad()
-def encode_split(model, split: Split, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The label-free codes (`model.representation`) and the labels of the first n images of a split."""
-    zs, ys = [], []
-    for idx in chunks(n, split.images.device):
-        x, y = split.batch(idx)
-        zs.append(model.representation(x).float())
-        ys.append(y)
-    return torch.cat(zs), torch.cat(ys)
+def encode_split(model, split: Split, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The label-free codes (`model.representation`) and the labels (None without) of the first n images."""
+    zs = [model.representation(split.batch(idx)[0]).float() for idx in chunks(n, split.images.device)]
+    return torch.cat(zs), None if split.labels is None else split.labels[:n]
 
 
 @torch.no_grad()
@@ -141,7 +142,7 @@ def reconstruction(model, split: Split, n: int, corrupt=None) -> dict[str, float
         bce += bernoulli_nll_of_probs(x_hat, x).sum().item()
         sse += metrics.squared_error(x_hat, x).sum().item()
         noisy_sse += metrics.squared_error(x_in, x).sum().item()
-    pixels = n * 784
+    pixels = n * x[0].numel()
     out = {"recon_bce": bce / n, "recon_mse": sse / n, "psnr": metrics.psnr(sse / pixels)}
     if corrupt is not None:
         out = {"denoised_psnr": out["psnr"], "noisy_psnr": metrics.psnr(noisy_sse / pixels)}
@@ -190,74 +191,76 @@ def draw(model, n: int, generator: torch.Generator, y: torch.Tensor | None = Non
 def pixel_floors(data: Data, s: EvalSettings, n_train: int, n_test: int, n_f: int, classifier) -> dict[str, float]:
     """Probe and kNN accuracy on raw pixels, and the Fréchet distance of n_f training images to n_f test images."""
     device = data.test.images.device
-    x_train, y_train = data.train.batch(torch.arange(n_train, device=device))
+    x_train, y_train = data.train_all.batch(torch.arange(n_train, device=device))
     x_test, y_test = data.test.batch(torch.arange(n_test, device=device))
     first = torch.arange(n_f, device=device)
-    frechet_floor = metrics.frechet_distance(features(classifier, data.train.batch(first)[0]),
+    frechet_floor = metrics.frechet_distance(features(classifier, data.train_all.batch(first)[0]),
                                              features(classifier, data.test.batch(first)[0]))
     return {"pixel_probe_acc": metrics.probe_accuracy(x_train.flatten(1), y_train, x_test.flatten(1), y_test,
-                                                      s.probe_steps, s.probe_l2, len(data.classes)),
+                                                      s.probe_steps, s.probe_l2, data.n_classes),
             "pixel_knn_acc": metrics.knn_accuracy(x_train.flatten(1), y_train, x_test.flatten(1), y_test, s.knn_k,
-                                                  len(data.classes)),
+                                                  data.n_classes),
             "frechet_floor": frechet_floor}
 
 
-def evaluate(model, data: Data, s: EvalSettings, data_root: str,
-             seed: int = 0) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
+NEEDS_LABELS = ("probe_acc", "knn_acc", "pixel_probe_acc", "pixel_knn_acc", "frechet", "frechet_floor",
+                "classifier_acc", "label_acc")
+
+
+def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
     """Every metric the model supports (see the module doc): a flat dict of numbers, and the test codes and labels."""
     model.eval()
     device = data.test.images.device
     torch.manual_seed(seed)  # elbo_terms and corrupt draw from the global generator
     generator = torch.Generator(device=device).manual_seed(seed)
-    n_classes = len(data.classes)
     n_test = min(s.test_images or len(data.test), len(data.test))
-    n_train = min(s.probe_train_images, len(data.train))
-    n_f = min(s.frechet_images, len(data.train), len(data.test))  # as many samples as test (and train) images
+    n_train = min(s.probe_train_images, len(data.train_all))
+    n_f = min(s.frechet_images, len(data.train_all), len(data.test))  # as many samples as test (and train) images
     out: dict = {"test_images": n_test}
 
     out.update(reconstruction(model, data.test, n_test))
     z_test, y_test = encode_split(model, data.test, n_test)
-    z_train, y_train = encode_split(model, data.train, n_train)
-    out["probe_acc"] = metrics.probe_accuracy(z_train, y_train, z_test, y_test, s.probe_steps, s.probe_l2, n_classes)
-    out["knn_acc"] = metrics.knn_accuracy(z_train, y_train, z_test, y_test, s.knn_k, n_classes)
-    classifier, out["classifier_acc"] = load_classifier(data.name, data_root, device, s.classifier_epochs, s.cache_dir)
-    key = (f"{data.name} train={n_train} test={n_test} k={s.knn_k} steps={s.probe_steps} l2={s.probe_l2} "
-           f"frechet={n_f} classifier=e{s.classifier_epochs}")
-    floors = cached_json(cache_folder(data_root, s.cache_dir) / "floors.json", key,
-                         lambda: pixel_floors(data, s, n_train, n_test, n_f, classifier))
-    out.update({k: v for k, v in floors.items() if k != "frechet_floor"})
     out["jacobian_fro"] = encoder_jacobian(model, data.test, min(s.jacobian_images, n_test))
-
-    if hasattr(model, "elbo_terms"):
+    if model.elbo:
         out.update(likelihood_bounds(model, data.test, min(s.iw_images, len(data.test)), s.iw_samples, s.iw_chunk))
         out["iw_samples"] = s.iw_samples
-    if hasattr(model, "corrupt"):
+    if model.denoising:
         out.update(reconstruction(model, data.test, n_test, corrupt=model.corrupt))
-    if hasattr(model, "rho"):
+    if model.sparse_code:
         out["mean_activation"], out["off_fraction"] = metrics.activation_stats(z_test, s.sparse_threshold)
-    if model.has_prior:  # q(z) = E_x q(z|x), sampled one z per test image, against draws from p(z)
+    if model.code_prior == "native":  # q(z) = E_x q(z|x), sampled one z per test image, against draws from p(z)
         m = min(s.mmd_images, n_test)
         with torch.no_grad():
             out["mmd"] = metrics.mmd_gaussian(posterior_samples(model, data.test, m, generator),
                                               model.sample_prior(m, generator=generator).float())
+    if not data.labeled:
+        out["skipped"] = {k: f"the data set {data.name} has no labels" for k in NEEDS_LABELS}
+        return out, (z_test, torch.zeros(len(z_test), dtype=torch.long, device=device))
+
+    z_train, y_train = encode_split(model, data.train_all, n_train)
+    out["probe_acc"] = metrics.probe_accuracy(z_train, y_train, z_test, y_test, s.probe_steps, s.probe_l2,
+                                              data.n_classes)
+    out["knn_acc"] = metrics.knn_accuracy(z_train, y_train, z_test, y_test, s.knn_k, data.n_classes)
+    classifier, out["classifier_acc"] = load_classifier(data, device, s.classifier_epochs, s.cache_dir)
+    key = (f"{data.key} train={n_train} test={n_test} k={s.knn_k} steps={s.probe_steps} l2={s.probe_l2} "
+           f"frechet={n_f} classifier=v{CLASSIFIER_VERSION}e{s.classifier_epochs}")
+    floors = cached_json(cache_folder(s.cache_dir) / "floors.json", key,
+                         lambda: pixel_floors(data, s, n_train, n_test, n_f, classifier))
+    out.update({k: v for k, v in floors.items() if k != "frechet_floor"})
 
     x_f, y_f = data.test.batch(torch.arange(n_f, device=device))
-    try:
-        samples = draw(model, n_f, generator, y_f if model.conditional else None)
-    except NotImplementedError:
-        samples = None
-    if samples is not None:
-        out["frechet"] = metrics.frechet_distance(features(classifier, samples), features(classifier, x_f))
-        out["frechet_floor"] = floors["frechet_floor"]
-        if model.conditional:
-            per_class = []
-            for c in range(n_classes):
-                y = torch.full((s.label_samples,), c, device=device, dtype=torch.long)
-                with torch.no_grad():
-                    pred = classifier(draw(model, s.label_samples, generator, y)).argmax(1)
-                per_class.append((pred == c).float().mean().item())
-            out["label_acc"] = sum(per_class) / n_classes
-            out["label_acc_per_class"] = per_class
+    samples = draw(model, n_f, generator, y_f if model.conditional else None)
+    out["frechet"] = metrics.frechet_distance(features(classifier, samples), features(classifier, x_f))
+    out["frechet_floor"] = floors["frechet_floor"]
+    if model.conditional:
+        per_class = []
+        for c in range(data.n_classes):
+            y = torch.full((s.label_samples,), c, device=device, dtype=torch.long)
+            with torch.no_grad():
+                pred = classifier(draw(model, s.label_samples, generator, y)).argmax(1)
+            per_class.append((pred == c).float().mean().item())
+        out["label_acc"] = sum(per_class) / data.n_classes
+        out["label_acc_per_class"] = per_class
     return out, (z_test, y_test)
 
 
@@ -313,33 +316,31 @@ def headline(results: dict) -> str:
 
 
 @torch.no_grad()
-def write_pictures(model, data: Data, codes: tuple[torch.Tensor, torch.Tensor], run_dir: Path, seed: int,
-                   ckpt: dict) -> None:
-    """Loss curves, the code scatter, and test-set reconstruction, interpolation and sample grids."""
+def write_pictures(model, data: Data, codes: tuple[torch.Tensor, torch.Tensor], run_dir: Path, seed: int) -> None:
+    """The code scatter, and test-set reconstruction, interpolation and sample grids (the loss curves are the
+    trainer's: every epoch, written when training ends)."""
     images, plots = run_dir / "images", run_dir / "plots"
     name = f"{model.name} on {data.name}"
-    if ckpt.get("metrics"):
-        plot_losses(ckpt["metrics"], plots / "loss.png", title=name)
     z, y = codes
     axes = ("z1", "z2") if z.shape[1] <= 2 else ("principal component 1 of the codes", "principal component 2")
-    plot_code_scatter(metrics.principal_components(z), y, data.classes, plots / "codes.png",
+    plot_code_scatter(metrics.principal_components(z), y, data.classes or ["unlabeled"], plots / "codes.png",
                       title=f"test codes: {name}", axes=axes)
     x, y = data.test.batch(torch.arange(min(32, len(data.test)), device=data.test.images.device))
     save_grid(recon_pairs(x, model.reconstruct(x, y)), images / "eval_recon.png")
     x, y = data.test.batch(torch.arange(min(1000, len(data.test)), device=data.test.images.device))
+    y = torch.zeros(len(x), dtype=torch.long, device=x.device) if y is None else y
     save_grid(interpolation_images(model, x, y, 8, seed), images / "eval_interpolation.png", nrow=STEPS)
-    try:
-        samples, nrow = draw_samples(model, 64, seed)
-    except NotImplementedError:
-        return
+    samples, nrow = draw_samples(model, 64, seed)
     save_grid(samples, images / "eval_samples.png", nrow=nrow)
 
 
-def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto", seed: int | None = None) -> dict:
-    """Evaluate a run folder's best checkpoint (or a checkpoint file): eval.json, pictures, the table.
-    Returns the metrics."""
+def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto", seed: int | None = None,
+             data: Data | None = None, quiet: bool = False) -> dict:
+    """Evaluate a run folder's best checkpoint (or a checkpoint file): eval.json, pictures, the table (a one-line
+    summary when `quiet`, as in a sweep). `data`: the run's data set already loaded (the end of training), else it
+    is loaded. Returns the metrics."""
     start = time.perf_counter()
-    model, ckpt, run_dir = load_run(str(run), device=device)
+    model, ckpt, run_dir = load_trained(run, device=device)
     checkpoint = find_checkpoint(str(run), "best")
     cfg = ckpt["config"]
     s = eval_settings(cfg.get("eval"), iw_samples=iw_samples)
@@ -347,12 +348,10 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
     threads = (cfg.get("trainer") or {}).get("num_threads")
     if threads:
         torch.set_num_threads(int(threads))
-    d = cfg["data"]
-    data = load_data(d["name"], d["root"], resolve_device(device), download=d.get("download", False),
-                     val_size=d["val_size"])
-    results, codes = evaluate(model, data, s, d["root"], seed)
+    data = data if data is not None else load_run_data(ckpt, resolve_device(device))
+    results, codes = evaluate(model, data, s, seed)
     if s.pictures:
-        write_pictures(model, data, codes, run_dir, seed, ckpt)
+        write_pictures(model, data, codes, run_dir, seed)
     path = run_dir / "eval.json"
     record = {"model": model.name, "data": data.name, "checkpoint": str(checkpoint),
               "code": model.representation_note, **results}
@@ -360,14 +359,12 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
         path.write_text(json.dumps(record, indent=1) + "\n")
     except OSError as e:
         raise AecliError(f"cannot write {path} ({e.strerror}): the run folder must be writable")
-    print_table(results, f"{model.name} on {data.name}: test set ({time.perf_counter() - start:.1f}s; {path})")
-    return results
-
-
-def evaluate_trained(trainer) -> dict:
-    """Evaluate a just-trained run's best checkpoint on the test set; returns its numbers as test_<metric>."""
-    results = run_eval(trainer.run_dir, device=trainer.device.type)
-    return {f"test_{k}": v for k, v in results.items()}
+    title = f"{model.name} on {data.name}: test set ({time.perf_counter() - start:.1f}s; {path})"
+    if quiet:
+        log.info(f"{title}: {headline(results)}")
+    else:
+        print_table(results, title)
+    return {k: v for k, v in results.items() if k != "skipped"}
 
 
 def eval_command(run: str, iw_samples: int | None = None, device: str = "auto", seed: int | None = None) -> dict:

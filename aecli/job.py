@@ -1,20 +1,30 @@
-"""One `aecli train` job around the trainer: the run folder it writes into, and how it ends.
+"""One `aecli train` job around the trainer: the run folder it writes into, the run, and how it ends.
 
 Before Hydra starts, `protect_run_folders` makes sure a new run never writes into an existing run folder and
-points a resume at the run's own folder. When the job ends, `run_job` records `status.json` (ok, failed,
-interrupted); in a sweep a failed job is recorded and the sweep goes on, a signal stops the sweep.
+points a resume at the run's own folder. `run_training` trains (or continues) a run and evaluates its best
+checkpoint on the data already loaded. When the job ends, `run_job` records `status.json` (ok, failed,
+interrupted); in a sweep a failed job is recorded and the sweep goes on, a signal stops the sweep, and jobs
+running side by side share the cores.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
+import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aecli.errors import AecliError, exit_with
 
 log = logging.getLogger("aecli")
+
+STATUS_FILE = "status.json"
+STOP_AT_STEP = "AECLI_STOP_AT_STEP"  # testing hook: behave as if SIGTERM arrived during this step
 
 
 def _arg(args: list[str], key: str) -> str | None:
@@ -72,14 +82,88 @@ def protect_run_folders(args: list[str]) -> list[str]:
     return args
 
 
+class RunFolderTaken(AecliError):
+    """A new run was pointed at a folder that already holds a run."""
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A new run never writes into a folder that already holds a run."""
+    if any((run_dir / name).exists() for name in ("checkpoints", "metrics.csv", STATUS_FILE)):
+        raise RunFolderTaken(f"run folder {run_dir} already holds a run: a new run never writes into it; choose another "
+                             f"hydra.run.dir, or continue that run with: aecli train resume={shlex.quote(str(run_dir))}")
+
+
+def write_status(run_dir: Path, status: str, seconds: float, error: str | None = None,
+                 warnings: list[str] | None = None, optimized: dict[str, float | None] | None = None) -> None:
+    """Record how a run ended (`ok`, `failed` or `interrupted`) in its folder, for the summary: the error, the
+    collapse warnings, and the optimized metric's value ({name: value})."""
+    record = {"status": status, "seconds": round(seconds, 3), "error": error, "warnings": warnings or [],
+              "optimized": optimized or {}}
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / STATUS_FILE).write_text(json.dumps(record) + "\n")
+
+
+@dataclass
+class Outcome:
+    """What a finished run reports to its job: the value of `optimized_metric` (what a sweep optimizes) and the
+    collapse warnings (kept in status.json)."""
+
+    metric: str
+    value: float | None
+    warnings: list[str]
+
+
+def optimized_value(metric: str, rows: list[dict], best_epoch: int, final: dict) -> float | None:
+    """`metric` at the best checkpoint: its metrics.csv value in the best epoch's row, or its test_ number from
+    the evaluation of best.pt."""
+    if metric.startswith("test_"):
+        value = final.get(metric)
+    else:
+        value = next((r.get(metric) for r in rows if r["epoch"] == best_epoch), None)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def run_training(cfg, run_dir: Path, multirun: bool = False, overrides: list[str] = (),
+                 stop_at_step: int = 0) -> Outcome:
+    """Train one run, or continue `cfg.resume` given the user's `overrides`; then evaluate its best checkpoint on
+    the data already loaded (eval.at_end)."""
+    from aecli.train import Trainer
+
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    if cfg.get("resume"):
+        trainer = Trainer.resume(cfg, run_dir, overrides, multirun=multirun, stop_at_step=stop_at_step)
+        own = Path(trainer.cfg.resume).resolve().parent.parent
+        if own != run_dir.resolve():
+            check_new_run_dir(run_dir)
+            log.info(f"continuing {trainer.cfg.resume} in a new run folder {run_dir}")
+    else:
+        check_new_run_dir(run_dir)
+        trainer = Trainer(cfg, run_dir, multirun=multirun, stop_at_step=stop_at_step)
+    best = trainer.fit()
+    final = {"best_val_loss": best}
+    summary = ""
+    if trainer.cfg.eval.at_end:
+        from aecli.evaluate import headline, run_eval
+
+        results = run_eval(run_dir, device=trainer.device.type, data=trainer.data, quiet=multirun)
+        final.update({f"test_{k}": v for k, v in results.items()})
+        summary = f"; test: {headline(final)}"
+    trainer.logger.close(final)
+    metric = trainer.cfg.optimized_metric
+    value = optimized_value(metric, trainer.state.rows, trainer.state.best_epoch, final)
+    log.info(f"finished in {time.perf_counter() - start:.1f}s; {metric} {value if value is None else f'{value:.4g}'}"
+             f"{summary}")
+    return Outcome(metric, value, trainer.warnings)
+
+
 def run_job(cfg) -> float | None:
     """Hydra's task: train one run; returns its `optimized_metric` at the best checkpoint (what a sweeper
     optimizes), None when it failed."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from aecli.sweep import share_cores, write_status
-    from aecli.train import Interrupted, RunFolderTaken, train
+    from aecli.train import Interrupted
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -88,7 +172,8 @@ def run_job(cfg) -> float | None:
         share_cores(cfg, hc.launcher)
     start = time.perf_counter()
     try:
-        outcome = train(cfg, run_dir, multirun=multirun, overrides=list(hc.overrides.task))
+        outcome = run_training(cfg, run_dir, multirun=multirun, overrides=list(hc.overrides.task),
+                               stop_at_step=int(os.environ.get(STOP_AT_STEP) or 0))
     except Exception as e:
         known = isinstance(e, AecliError)
         if isinstance(e, Interrupted):  # Ctrl-C or SIGTERM stops a sweep too, with the signal's code
@@ -110,3 +195,35 @@ def run_job(cfg) -> float | None:
     write_status(run_dir, "ok", time.perf_counter() - start, warnings=outcome.warnings,
                  optimized={outcome.metric: outcome.value})
     return outcome.value
+
+
+# -- launchers ----------------------------------------------------------------------------------------
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def thread_share(launcher: Any) -> int | None:
+    """Torch threads for one job of a parallel sweep, so parallel jobs do not oversubscribe the cores.
+
+    joblib runs n_jobs jobs side by side on this machine (n_jobs < 0 counts from the core count, as in
+    joblib: -1 all cores, -2 all but one): each gets cores // n_jobs. submitit (local or SLURM) gives each job
+    `cpus_per_task` cores when that is set. Other launchers run one job at a time: None (torch's default).
+    """
+    target = str(launcher.get("_target_", "")) if launcher is not None else ""
+    cores = available_cores()
+    if target.endswith("JoblibLauncher"):
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+        return max(1, cores // parallel)
+    if "submitit" in target and launcher.get("cpus_per_task"):
+        return int(launcher.get("cpus_per_task"))
+    return None
+
+
+def share_cores(cfg, launcher: Any) -> None:
+    """In a sweep, give this job its share of the cores as trainer.num_threads (unless that is set)."""
+    threads = thread_share(launcher)
+    if threads and cfg.trainer.num_threads is None:
+        cfg.trainer.num_threads = threads
+        log.info(f"torch threads: {threads}, this job's share of the {available_cores()} cores "
+                 f"(trainer.num_threads=N to choose)")

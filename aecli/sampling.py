@@ -11,9 +11,6 @@ from pathlib import Path
 
 import torch
 
-from aecli.checkpoint import find_checkpoint, load_checkpoint, load_model_state
-from aecli.config import build_model, resolve_device
-from aecli.data import N_CLASSES
 from aecli.errors import AecliError
 from aecli.plots import save_grid
 
@@ -35,12 +32,11 @@ def draw_samples(model, n: int, seed: int, label: int | None = None) -> tuple[to
             raise AecliError(f"label={label} needs a conditional model (cvae); this run's model is {model.name}")
         return model.sample(n, generator=generator), max(1, int(n ** 0.5))
     if label is not None:
-        if not 0 <= label < N_CLASSES:
-            raise AecliError(f"label={label} is out of range: allowed 0..{N_CLASSES - 1}")
+        check_label(label, model.n_classes)
         y = torch.full((n,), label, device=device, dtype=torch.long)
         return model.sample(n, y=y, generator=generator), max(1, int(n ** 0.5))
-    per_class = max(1, n // N_CLASSES)
-    y = torch.arange(N_CLASSES, device=device).repeat_interleave(per_class)
+    per_class = max(1, n // model.n_classes)
+    y = torch.arange(model.n_classes, device=device).repeat_interleave(per_class)
     return model.sample(len(y), y=y, generator=generator), per_class
 
 
@@ -84,29 +80,25 @@ def traversal_images(model, x: torch.Tensor, y: torch.Tensor, rows: int, seed: i
     return model.mean_image(model.decode(z, y[i].repeat(rows * steps)))
 
 
-def load_test_images(config: dict, device: torch.device, label: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's official test images (float in [0, 1]) and labels on the device, only `label`'s when given."""
-    from aecli.data import load_raw
+def check_label(label: int, n_classes: int) -> None:
+    if not 0 <= label < n_classes:
+        raise AecliError(f"label={label} is out of range: allowed 0..{n_classes - 1}")
 
-    d = config["data"]
-    _, (images, labels) = load_raw(d["name"], d["root"], download=d.get("download", False))
+
+def test_images(ckpt: dict, device: torch.device, label: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's test images (float in [0, 1]) and labels on the device, only `label`'s when given."""
+    from aecli.runs import load_run_data
+
+    test = load_run_data(ckpt, device).test
+    x, y = test.batch(torch.arange(len(test), device=device))
     if label is not None:
-        if not 0 <= label < N_CLASSES:
-            raise AecliError(f"label={label} is out of range: allowed 0..{N_CLASSES - 1}")
-        images, labels = images[labels == label], labels[labels == label]
-    return images.unsqueeze(1).to(device).float().div_(255.0), labels.to(torch.int64).to(device)
-
-
-def load_run(run: str, which: str = "best", device: str = "auto"):
-    """(model in eval mode on the device, checkpoint dict, run folder) for a run folder or checkpoint file."""
-    path = find_checkpoint(run, which)
-    dev = resolve_device(device)
-    ckpt = load_checkpoint(path, map_location=dev)
-    model = build_model(ckpt["config"]).to(dev)
-    load_model_state(model, ckpt["config"], ckpt, path)
-    model.eval()
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return model, ckpt, run_dir
+        if y is None:
+            raise AecliError(f"label={label} needs labelled test images, and this run's data set has none")
+        check_label(label, int(y.max()) + 1)
+        x, y = x[y == label], y[y == label]
+    if y is None:
+        y = torch.zeros(len(x), dtype=torch.long, device=device)  # an unlabeled set: the pairs need no classes
+    return x, y
 
 
 def sample_command(run: str, n: int = 64, out: str | None = None, seed: int = 0,
@@ -116,12 +108,15 @@ def sample_command(run: str, n: int = 64, out: str | None = None, seed: int = 0,
         raise AecliError(f"n={n} is not allowed: n must be an integer >= 1")
     if mode not in MODES:
         raise AecliError(f"mode={mode!r} is not allowed: mode must be one of {', '.join(MODES)}")
-    model, ckpt, run_dir = load_run(run, device=device)
+    from aecli.config import resolve_device
+    from aecli.runs import load_trained
+
+    model, ckpt, run_dir = load_trained(run, device=device)
     if mode == "prior":
         images, nrow = draw_samples(model, n, seed, label)
         name = f"samples_label{label}_seed{seed}.png" if label is not None else f"samples_seed{seed}.png"
     else:
-        x, y = load_test_images(ckpt["config"], resolve_device(device), label)
+        x, y = test_images(ckpt, resolve_device(device), label)
         make = interpolation_images if mode == "interpolate" else traversal_images
         images, nrow = make(model, x, y, max(1, n // STEPS), seed), STEPS
         name = f"{mode}{'' if label is None else f'_label{label}'}_seed{seed}.png"

@@ -5,7 +5,7 @@ Every run folder holds what the table needs, so runs made on different days comp
     .hydra/overrides.yaml   the command-line overrides of the run (the swept values of a sweep job)
     metrics.csv             one row per epoch (the trainer): best val_loss and its epoch's val_recon
     eval.json               the test metrics, when eval ran (`eval.at_end` or `aecli eval`)
-    status.json             ok, failed or interrupted, the error, the seconds (cli.py writes it when the run ends)
+    status.json             ok, failed or interrupted, the error, the seconds (job.py writes it when the run ends)
 
 A sweep folder is a folder of run folders (`hydra.sweep.dir`/<job number>); `SweepSummary`, a Hydra callback
 registered in conf/config.yaml, writes its `summary.csv` and prints the table when the sweep ends. Nothing here
@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from aecli.errors import AecliError
 from aecli.loggers import flatten
 
-STATUS_FILE = "status.json"
+STATUS_FILE = "status.json"  # written by aecli/job.py when a run ends
 SUMMARY_FILE = "summary.csv"
 # the columns every row has, in table order; the test metrics (test_*) go between val_recon and seconds
 FIRST = ["run", "overrides", "optimized", "val_loss", "val_recon", "epoch"]
@@ -37,16 +37,6 @@ LAST = ["seconds", "status", "error"]
 
 
 # -- what a run leaves behind -------------------------------------------------------------------------
-def write_status(run_dir: Path, status: str, seconds: float, error: str | None = None,
-                 warnings: list[str] | None = None, optimized: dict[str, float | None] | None = None) -> None:
-    """Record how a run ended (`ok`, `failed` or `interrupted`) in its folder, for the summary: the error, the
-    collapse warnings, and the optimized metric's value ({name: value})."""
-    record = {"status": status, "seconds": round(seconds, 3), "error": error, "warnings": warnings or [],
-              "optimized": optimized or {}}
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / STATUS_FILE).write_text(json.dumps(record) + "\n")
-
-
 def is_run(path: Path) -> bool:
     return (path / ".hydra").is_dir() or (path / "metrics.csv").is_file() or (path / STATUS_FILE).is_file()
 
@@ -217,38 +207,6 @@ def runs_command(paths: list[str], sort: str | None = None) -> list[dict]:
     failed = sum(r["status"] != "ok" for r in rows)
     print_table(rows, f"{len(rows)} runs" + (f", {failed} not ok" if failed else ""))
     return rows
-
-
-# -- launchers ----------------------------------------------------------------------------------------
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def thread_share(launcher: Any) -> int | None:
-    """Torch threads for one job of a parallel sweep, so parallel jobs do not oversubscribe the cores.
-
-    joblib runs n_jobs jobs side by side on this machine (n_jobs < 0 counts from the core count, as in
-    joblib: -1 all cores, -2 all but one): each gets cores // n_jobs. submitit (local or SLURM) gives each job
-    `cpus_per_task` cores when that is set. Other launchers run one job at a time: None (torch's default).
-    """
-    target = str(launcher.get("_target_", "")) if launcher is not None else ""
-    cores = available_cores()
-    if target.endswith("JoblibLauncher"):
-        n_jobs = int(launcher.get("n_jobs") or 1)
-        parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
-        return max(1, cores // parallel)
-    if "submitit" in target and launcher.get("cpus_per_task"):
-        return int(launcher.get("cpus_per_task"))
-    return None
-
-
-def share_cores(cfg, launcher: Any) -> None:
-    """In a sweep, give this job its share of the cores as trainer.num_threads (unless that is set)."""
-    threads = thread_share(launcher)
-    if threads and cfg.trainer.num_threads is None:
-        cfg.trainer.num_threads = threads
-        logging.getLogger("aecli").info(f"torch threads: {threads}, this job's share of the {available_cores()} cores "
-                                        f"(trainer.num_threads=N to choose)")
 
 
 class SweepSummary(Callback):

@@ -25,6 +25,26 @@ def components(group: str) -> list[str]:
 
 
 MODELS, NETS, DATASETS = components("model"), components("net"), components("data")
+IDX_DATASETS = ["mnist", "fashion_mnist"]  # the data sets the tests can lay out (data=images needs a path)
+
+
+def load_data(name: str, root, device=torch.device("cpu"), download: bool = False, limit: int | None = None,
+              val_size: int = 5000):
+    """A data set of conf/data loaded onto `device` through its class, as `aecli train data=NAME` would."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    target = OmegaConf.load(REPO / "conf" / "data" / f"{name}.yaml")["_target_"]
+    return get_class(target)(root=str(root), download=download, limit=limit, val_size=val_size).load(device)
+
+
+def as_net(spec: dict):
+    """A net from a short spec, {"name": "mlp", "hidden": [12], "activation": "relu"}, as its yaml would build it."""
+    from aecli.nets.conv import Conv
+    from aecli.nets.mlp import MLP
+
+    spec = dict(spec)
+    return {"mlp": MLP, "conv": Conv}[spec.pop("name")](**spec)
 
 
 @pytest.fixture(scope="session")

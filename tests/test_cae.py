@@ -8,6 +8,7 @@ import torch
 from aecli.models import cae
 from aecli.models.cae import CAE
 from aecli.nets import ACTIVATIONS, activation, activation_slope
+from conftest import as_net
 from test_models import one_thread  # noqa: F401  (autouse: one torch thread)
 
 ENCODERS = {
@@ -33,7 +34,8 @@ CHAIN_RULE = [name for name, (net, _, _) in ENCODERS.items() if net["name"] == "
 def make_cae(name: str, jacobian: str = "exact", projections: int = 1) -> CAE:
     net, latent_dim, code = ENCODERS[name]
     torch.manual_seed(0)
-    return CAE(net, latent_dim, lam=0.1, jacobian=jacobian, projections=projections, code_activation=code).double()
+    return CAE(as_net(net), latent_dim, lam=0.1, jacobian=jacobian, projections=projections,
+               code_activation=code).double()
 
 
 def autograd_frobenius(model: CAE, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:

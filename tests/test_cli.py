@@ -80,7 +80,7 @@ def test_help_and_composed_config(tmp_path):
     for group in ("model:", "data:", "device:", "net:"):
         assert group in train_help.stdout
     job = run_cli("train", "--cfg", "job", "lambda=7", "data=fashion_mnist", cwd=tmp_path)
-    assert job.returncode == 0 and "lambda: 7" in job.stdout and "name: fashion_mnist" in job.stdout
+    assert job.returncode == 0 and "lambda: 7" in job.stdout and "aecli.datasets.fashion_mnist.FashionMNIST" in job.stdout
     assert not (tmp_path / "outputs").exists()  # printing the config runs nothing
 
 

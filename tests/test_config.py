@@ -7,7 +7,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from aecli.cli import check_group_choices, config_dir
-from aecli.config import build_model, validate
+from aecli import schema
+from aecli.config import COMPONENTS, build_model, component_class, validate
 from aecli.errors import AecliError
 
 CONF = config_dir()
@@ -28,10 +29,8 @@ def test_every_group_option_composes(group, option):
     cfg = compose_with(f"{group}={option}")
     validate(cfg)
     assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
-    if group == "model":
-        assert "_target_" in cfg.model and cfg["lambda"] >= 0
-    if group == "data":
-        assert cfg.data.name == option
+    if group in COMPONENTS:  # built from its _target_, whose class is named as the option
+        assert component_class(cfg, group).name == option
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -49,7 +48,8 @@ def test_every_model_builds_on_every_net(model, net):
 def test_defaults_match_the_interface():
     cfg = compose_with()
     assert cfg.model._target_ == "aecli.models.vae.VAE" and cfg["lambda"] == 1.0
-    assert cfg.data.name == "mnist" and cfg.device.type == "auto" and cfg.net.name == "mlp"
+    assert cfg.data._target_ == "aecli.datasets.mnist.MNIST" and cfg.device.type == "auto"
+    assert cfg.net._target_ == "aecli.nets.mlp.MLP"
     for key in ("latent_dim", "epochs", "batch_size", "lr", "seed"):
         assert key in cfg
     assert cfg.data.download is True and cfg.data.limit is None and cfg.data.val_size > 0
@@ -77,3 +77,33 @@ def test_unknown_group_option_is_refused_with_the_allowed_list(capsys):
     assert exit_.value.code != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("aecli: model=nope") and "vae" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in COMPONENTS for o in options(g)])
+def test_each_yaml_holds_its_component_s_declared_defaults(group, option):
+    """A component declares its options once (its Options); its yaml documents the same keys with the same defaults
+    (a model's yaml also sets the top-level lambda to the model's default_lambda)."""
+    raw = OmegaConf.load(CONF / group / f"{option}.yaml")
+    node = raw[group] if group == "model" else raw
+    cls = component_class({group: node}, group)
+    values = {k: v for k, v in OmegaConf.to_container(node).items() if k != "_target_"}
+    declared = schema.defaults(cls.Options)
+    if group == "data" and "root" in values:  # the yaml reads AECLI_DATA_ROOT; the class has the plain default
+        values["root"] = declared["root"]
+    assert values == declared
+    if group == "model":
+        assert raw["lambda"] == cls.default_lambda
+
+
+def test_an_unknown_component_option_and_a_missing_lambda_are_one_line():
+    with pytest.raises(AecliError, match=r"model\.noise is not an option of this model: allowed likelihood, "
+                                         r"kl_warmup_epochs"):
+        validate(compose_with("+model.noise=gaussian"))
+    cfg = compose_with("model=dae")
+    OmegaConf.set_struct(cfg, False)
+    del cfg["lambda"]
+    with pytest.raises(AecliError, match="sets no top-level lambda"):
+        validate(cfg)
+    with pytest.raises(AecliError, match=r"model\.level=1\.5 is not allowed: model\.level must be a number in "
+                                         r"\[0, 1\]"):
+        validate(compose_with("model=dae", "model.level=1.5"))

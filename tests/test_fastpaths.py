@@ -15,11 +15,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from aecli.cli import config_dir
-from aecli.data import Batcher, load_data, load_raw
 from aecli.models.base import make_optimizer
 from aecli.train import Trainer
 
-from conftest import CUDA, REPO, tiny_overrides
+from conftest import CUDA, REPO, load_data, tiny_overrides
 
 
 def compose_tiny(data_root, **kw):
@@ -37,10 +36,8 @@ def shared_data(data_root):
 
 def trainer_on(shared_data, cfg, tmp_path, name="run") -> Trainer:
     threads = torch.get_num_threads()
-    trainer = Trainer(cfg, tmp_path / name)
+    trainer = Trainer(cfg, tmp_path / name, data=shared_data)
     torch.set_num_threads(threads)  # tiny_overrides asks for one thread; leave the session as it was
-    trainer.data = shared_data
-    trainer.batcher = Batcher(len(shared_data.train), cfg.batch_size, trainer.device, seed=cfg.seed)
     return trainer
 
 
@@ -54,8 +51,8 @@ def one_epoch(trainer: Trainer, record: list | None = None) -> dict[str, float]:
             record.append({k: v.item() for k, v in terms.items()})
             return terms
         trainer.model.train_step = recording
-    trainer.epoch += 1
-    trainer.model.on_epoch_start(trainer.epoch)
+    trainer.state.epoch += 1
+    trainer.model.on_epoch_start(trainer.state.epoch)
     means, _ = trainer.train_epoch()
     return means
 
@@ -132,8 +129,14 @@ def test_compiled_loss_gives_the_eager_losses(data_root, shared_data, tmp_path, 
 def test_direct_idx_read_equals_torchvision(data_root):
     from torchvision.datasets import FashionMNIST, MNIST
 
-    for name, cls in (("mnist", MNIST), ("fashion_mnist", FashionMNIST)):
-        (x, y), (x_test, y_test) = load_raw(name, data_root, download=False)
+    from aecli.datasets.fashion_mnist import FashionMNIST as OurFashion
+    from aecli.datasets.mnist import MNIST as OurMNIST
+
+    for ours, cls in ((OurMNIST, MNIST), (OurFashion, FashionMNIST)):
+        name = ours.name
+        official = ours(root=str(data_root), download=False).read_official()
+        (x, y), (x_test, y_test) = official["train"], official["test"]
+        x, x_test = x.squeeze(1), x_test.squeeze(1)
         train, test = cls(str(data_root), train=True), cls(str(data_root), train=False)
         assert torch.equal(x, train.data) and torch.equal(y, train.targets), name
         assert torch.equal(x_test, test.data) and torch.equal(y_test, test.targets), name
@@ -151,7 +154,6 @@ from aecli.train import Trainer
 with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
     cfg = compose(config_name="config", overrides={tiny_overrides(data_root)!r})
 trainer = Trainer(cfg, {str(data_root / "unused-run")!r})
-trainer.load_data()
 heavy = [m for m in ("torchvision", "matplotlib", "rich", "PIL", "pandas", "scipy") if m in sys.modules]
 print("HEAVY", heavy)
 """
@@ -166,7 +168,6 @@ def test_cuda_hot_loop_makes_no_host_sync(model, data_root, tmp_path):
     # data, batch order, the fused optimizer and the running sums all stay on the GPU: a sync would raise
     cfg = compose_tiny(data_root, model=model, device="cuda", **{"trainer.precision": "bf16"})
     trainer = Trainer(cfg, tmp_path / model)
-    trainer.load_data()
     assert trainer.data.train.images.is_cuda
     sums: dict[str, torch.Tensor] = {}
     batches = iter(trainer.batcher)
@@ -191,7 +192,6 @@ def test_cuda_fast_paths_give_the_plain_losses(data_root, tmp_path):
     for name, extra in (("plain", {}), ("bf16", {"trainer.precision": "bf16"}),
                         ("compiled", {"trainer.compile": "true"})):
         trainer = Trainer(compose_tiny(data_root, device="cuda", **extra), tmp_path / name)
-        trainer.load_data()
         assert all(o.defaults["fused"] for o in trainer.optimizers.values())
         means[name] = one_epoch(trainer)
     for name in ("bf16", "compiled"):  # inductor draws its own random numbers: a tolerance, not equality

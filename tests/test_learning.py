@@ -9,17 +9,15 @@ model ends at 0.76 of the mean image's val_recon, so LEARNED = 0.85 leaves a mar
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 from aecli.config import build_model
-from aecli.data import Batcher
 from aecli.models.base import bernoulli_nll_of_probs
 from aecli.train import Trainer, mean_image_recon
-from conftest import MODELS, NETS, REPO
+from conftest import MODELS, NETS, REPO, load_data
 
 LEARNED = 0.85  # val_recon at most this fraction of the mean image's after the budget
 BUDGET = {"data.limit": 4000, "data.val_size": 1000, "epochs": 2, "batch_size": 64}
@@ -33,17 +31,14 @@ def compose_cfg(overrides: list[str]):
 
 @pytest.fixture(scope="module")
 def budget_data(data_root):
-    cfg = compose_cfg([f"data.root={data_root}", *(f"{k}={v}" for k, v in BUDGET.items()), "device=cpu"])
-    return Trainer(cfg, Path("unused")).load_data()
+    return load_data("mnist", data_root, limit=BUDGET["data.limit"], val_size=BUDGET["data.val_size"])
 
 
 def trained(model_overrides: list[str], net: str, data, data_root, tmp_path) -> Trainer:
     cfg = compose_cfg([f"data.root={data_root}", *(f"{k}={v}" for k, v in BUDGET.items()), f"net={net}",
                        *SMALL_NET.get(net, []), *model_overrides, "device=cpu", "eval.at_end=false",
                        "trainer.num_threads=1"])
-    trainer = Trainer(cfg, tmp_path)
-    trainer.data = data
-    trainer.batcher = Batcher(len(data.train), cfg.batch_size, trainer.device, seed=cfg.seed)
+    trainer = Trainer(cfg, tmp_path, data=data)
     trainer.fit()
     return trainer
 
@@ -57,7 +52,7 @@ def test_every_model_learns(model, net, budget_data, data_root, tmp_path):
     overrides = ["model=ae", "model.code_activation=sigmoid"] if model == "ae-sigmoid" else [f"model={model}"]
     trainer = trained(overrides, net, budget_data, data_root, tmp_path)
     baseline = mean_image_recon(budget_data.val, budget_data.train.mean_image())
-    last = trainer.rows[-1]
+    last = trainer.state.rows[-1]
     assert last["val_recon"] <= LEARNED * baseline, (last["val_recon"], baseline)
     assert last["collapse"] == "", last["collapse"]
 

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,11 @@ import aecli.train as train_mod
 from aecli.checkpoint import load_checkpoint, load_model_state
 from aecli.cli import config_dir, main
 from aecli.config import build_model, plain
-from aecli.data import load_data
 from aecli.errors import AecliError
-from aecli.train import Interrupted, Trainer, train
+from aecli.job import run_training
+from aecli.train import Interrupted, Trainer
 
-from conftest import CUDA, REPO, tiny_overrides
+from conftest import CUDA, REPO, load_data, tiny_overrides
 
 MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 TIMING = ("seconds", "images_per_s")
@@ -46,7 +47,7 @@ def shared_data(data_root):
 @pytest.fixture
 def fast_data(shared_data, monkeypatch):
     """Every Trainer in the test reuses the loaded splits (they are never written to)."""
-    monkeypatch.setattr(train_mod, "load_data", lambda *a, **k: shared_data)
+    monkeypatch.setattr(train_mod, "build_dataset", lambda cfg: types.SimpleNamespace(load=lambda device: shared_data))
     threads = torch.get_num_threads()
     yield shared_data
     torch.set_num_threads(threads)
@@ -88,9 +89,9 @@ def test_resumed_run_equals_uninterrupted(model, stop_at, data_root, fast_data, 
     for name, opt in alone.optimizers.items():
         for pa, pb in zip(opt.state.values(), resumed.optimizers[name].state.values()):
             same_state(pa, pb)
-    assert resumed.step == alone.step == 8 and resumed.epoch == 2
-    assert without_timing(resumed.rows) == without_timing(alone.rows)  # the epoch's partial sums were kept
-    assert resumed.best_val == alone.best_val
+    assert resumed.state.step == alone.state.step == 8 and resumed.state.epoch == 2
+    assert without_timing(resumed.state.rows) == without_timing(alone.state.rows)  # the partial sums were kept
+    assert resumed.state.best_val == alone.state.best_val
 
 
 def test_resume_with_more_epochs_equals_a_longer_run(data_root, fast_data, tmp_path):
@@ -109,7 +110,7 @@ def test_resume_refuses_a_changed_key_naming_both(data_root, fast_data, tmp_path
     Trainer(compose_tiny(data_root, epochs=1), tmp_path / "run").fit()
     cfg = compose_tiny(data_root, epochs=1, resume=tmp_path / "run", lr=0.5)
     with pytest.raises(AecliError, match=r"lr=0.5 differs from the checkpoint's lr=0.001"):
-        train(cfg, tmp_path / "run", overrides=["lr=0.5"])
+        run_training(cfg, tmp_path / "run", overrides=["lr=0.5"])
 
 
 def test_checkpoint_of_another_shape_or_model_is_named(data_root, fast_data, tmp_path):
@@ -128,8 +129,8 @@ def test_checkpoint_of_another_shape_or_model_is_named(data_root, fast_data, tmp
     with pytest.raises(AecliError, match="missing.*log_sigma"):
         Trainer.resume(compose_tiny(data_root, epochs=2, resume=tmp_path / "other.pt"), tmp_path / "c", ["epochs=2"])
     cfg = compose_tiny(data_root, "model=ae")  # another model asked for: both are named
-    with pytest.raises(AecliError, match=r"holds a VAE \(net mlp \[64, 32\], latent_dim 4\) model that does not fit "
-                                         r"the AE \(net mlp \[64, 32\], latent_dim 4\) model"):
+    with pytest.raises(AecliError, match=r"holds a VAE \(net MLP hidden=\[64, 32\], latent_dim 4\) model that does "
+                                         r"not fit the AE \(net MLP hidden=\[64, 32\], latent_dim 4\) model"):
         load_model_state(build_model(cfg), plain(cfg), load_checkpoint(path), path)
 
 
@@ -173,7 +174,7 @@ def test_sigterm_to_a_real_run_then_resume_equals_the_run_left_alone(data_root, 
     final = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert final["step"] == 64
     same_state(alone.model.state_dict(), final["model"])
-    assert without_timing(final["metrics"]) == without_timing(alone.rows)
+    assert without_timing(final["metrics"]) == without_timing(alone.state.rows)
     assert len((run_dir / "metrics.csv").read_text().splitlines()) == 5
 
 

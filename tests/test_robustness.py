@@ -13,7 +13,8 @@ from aecli.checkpoint import load_checkpoint, save_atomic
 from aecli.cli import main
 from aecli.config import validate
 from aecli.errors import AecliError
-from aecli.train import Interrupted, NonFiniteLoss, Trainer, check_new_run_dir
+from aecli.job import check_new_run_dir
+from aecli.train import Interrupted, NonFiniteLoss, Trainer
 
 from conftest import tiny_overrides
 from test_resume import compose_tiny, fast_data, shared_data  # noqa: F401  (fixtures)
@@ -61,7 +62,7 @@ def test_ctrl_c_finishes_the_step_writes_last_pt_and_exits_130(data_root, fast_d
 
     def step_then_ctrl_c(*args):
         terms = step(*args)
-        if trainer.step == 2:  # the signal arrives during step 3
+        if trainer.state.step == 2:  # the signal arrives during step 3
             os.kill(os.getpid(), signal.SIGINT)
         return terms
 
@@ -82,7 +83,7 @@ def poison(trainer, monkeypatch, at_step: int, term: str = "kl"):
 
     def bad_step(*args):
         terms = step(*args)
-        if trainer.step + 1 >= at_step:
+        if trainer.state.step + 1 >= at_step:
             terms[term] = terms[term] * float("nan")
             with torch.no_grad():
                 next(trainer.model.parameters()).fill_(float("nan"))
@@ -103,7 +104,7 @@ def test_a_nan_loss_stops_the_run_naming_step_and_term_and_keeps_the_last_good_c
         trainer.fit()
     msg = str(e.value)
     assert "'kl' became nan at step 6 (epoch 2)" in msg and "lower lr" in msg and "lr=0.0001" in msg, msg
-    assert trainer.step == (6 if every_step else 8)  # stopped within the step / at the epoch's end
+    assert trainer.state.step == (6 if every_step else 8)  # stopped within the step / at the epoch's end
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from aecli import sweep
+from aecli import job, sweep
 from aecli.cli import config_dir
 from aecli.config import build_model
 from aecli.errors import AecliError
@@ -112,7 +112,7 @@ def test_summary_reads_eval_json_and_status(tmp_path):
     assert (row["val_loss"], row["val_recon"], row["epoch"]) == (3.0, 2.5, 2)  # the best epoch, NaN skipped
     assert row["test_bce"] == 80.5 and row["test_probe.accuracy"] == 0.9 and "test_model" not in row
     assert row["status"] == "unknown"  # no status.json: still running, or killed
-    sweep.write_status(run, "ok", 12.3456)
+    job.write_status(run, "ok", 12.3456)
     assert sweep.summarize(run, "a")["status"] == "ok" and sweep.summarize(run, "a")["seconds"] == 12.346
 
 
@@ -127,16 +127,16 @@ def test_table_shows_what_differs_and_the_rest_once(capsys):
 
 
 def test_thread_share(monkeypatch):
-    monkeypatch.setattr(sweep, "available_cores", lambda: 16)
+    monkeypatch.setattr(job, "available_cores", lambda: 16)
     joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
-    assert sweep.thread_share({"_target_": joblib, "n_jobs": 4}) == 4
-    assert sweep.thread_share({"_target_": joblib, "n_jobs": -1}) == 1  # -1: all 16 cores, 16 jobs at a time
-    assert sweep.thread_share({"_target_": joblib, "n_jobs": -9}) == 2  # 16 + 1 - 9 = 8 jobs at a time
-    assert sweep.thread_share({"_target_": joblib, "n_jobs": 64}) == 1
+    assert job.thread_share({"_target_": joblib, "n_jobs": 4}) == 4
+    assert job.thread_share({"_target_": joblib, "n_jobs": -1}) == 1  # -1: all 16 cores, 16 jobs at a time
+    assert job.thread_share({"_target_": joblib, "n_jobs": -9}) == 2  # 16 + 1 - 9 = 8 jobs at a time
+    assert job.thread_share({"_target_": joblib, "n_jobs": 64}) == 1
     local = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
-    assert sweep.thread_share({"_target_": local, "cpus_per_task": 3}) == 3
-    assert sweep.thread_share({"_target_": local, "cpus_per_task": None}) is None
-    assert sweep.thread_share({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}) is None
+    assert job.thread_share({"_target_": local, "cpus_per_task": 3}) == 3
+    assert job.thread_share({"_target_": local, "cpus_per_task": None}) is None
+    assert job.thread_share({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}) is None
 
 
 # -- search and launchers ----------------------------------------------------------------------------
@@ -171,10 +171,10 @@ def test_optuna_search_is_seeded_and_minimizes():
 
 def test_joblib_runs_jobs_side_by_side_with_a_share_of_the_cores(search):
     out, rows, stdout = search
-    share = max(1, sweep.available_cores() // 2)
-    for job in ("0", "1"):
-        assert f"torch threads: {share}," in (out / job / "train.log").read_text()
-        assert re.search(rf"^\[job {job}\] epoch 1/1 ", stdout, re.M)  # one plain line per epoch, job-tagged
+    share = max(1, job.available_cores() // 2)
+    for number in ("0", "1"):
+        assert f"torch threads: {share}," in (out / number / "train.log").read_text()
+        assert re.search(rf"^\[job {number}\] epoch 1/1 ", stdout, re.M)  # one plain line per epoch, job-tagged
     assert "\r" not in stdout and "━" not in stdout.split("sweep")[0]  # no progress bar before the table
 
 
@@ -190,7 +190,7 @@ def test_submitit_local_runs_the_same_code(tmp_path, data_root):
 def test_tensorboard_writes_event_files_tensorboard_reads(tmp_path, data_root):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from aecli.train import train
+    from aecli.job import run_training as train
 
     cfg = compose_with(*tiny_overrides(data_root, epochs=2, **{"trainer.log_every": 1}), "logger=tensorboard")
     outcome = train(cfg, tmp_path / "run")
@@ -244,7 +244,7 @@ def test_experiment_composes_and_builds(name):
     cfg = compose_with(f"experiment={name}")
     want = EXPECTED[name]
     assert cfg.model._target_.split(".")[-2] == want["model"]
-    assert cfg.data.name == want["data"] and list(cfg.net.hidden) == want["hidden"]
+    assert cfg.data._target_.split(".")[-2] == want["data"] and list(cfg.net.hidden) == want["hidden"]
     for key in ("latent_dim", "lambda", "lr", "batch_size"):
         if key in want:
             assert cfg[key] == want[key], key

@@ -11,12 +11,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from aecli.cli import config_dir
-from aecli.data import Batcher, load_data
 from aecli.errors import AecliError
 from aecli.models.base import bernoulli_nll
-from aecli.train import NonFiniteLoss, Trainer, collapse_symptoms, optimized_value
+from aecli.job import optimized_value
+from aecli.train import NonFiniteLoss, Trainer, collapse_symptoms
 
-from conftest import run_cli, tiny_overrides
+from conftest import as_net, load_data, run_cli, tiny_overrides
 
 
 def compose_tiny(data_root, **kw):
@@ -31,10 +31,7 @@ def odd_data(data_root):
 
 
 def trainer_on(data, cfg, path) -> Trainer:
-    trainer = Trainer(cfg, path)
-    trainer.data = data
-    trainer.batcher = Batcher(len(data.train), cfg.batch_size, trainer.device, seed=cfg.seed)
-    return trainer
+    return Trainer(cfg, path, data=data)
 
 
 def test_epoch_means_weigh_every_image_once(data_root, odd_data, tmp_path):
@@ -49,7 +46,7 @@ def test_epoch_means_weigh_every_image_once(data_root, odd_data, tmp_path):
     x, _ = odd_data.train.batch(torch.arange(513))
     with torch.no_grad():
         per_image = bernoulli_nll(trainer.model.decode(trainer.model.encode(x)), x)
-    assert trainer.rows[0]["train_loss"] == pytest.approx(per_image.mean().item(), rel=1e-5)
+    assert trainer.state.rows[0]["train_loss"] == pytest.approx(per_image.mean().item(), rel=1e-5)
 
 
 def test_a_diverging_loss_stops_the_run_like_a_nan(data_root, odd_data, tmp_path):
@@ -90,7 +87,7 @@ def test_collapse_is_said_and_kept_in_metrics_and_status(data_root, tmp_path):
 def test_collapse_symptoms_on_constructed_cases():
     from aecli.models.vae import VAE
 
-    model = VAE({"name": "mlp", "hidden": [8], "activation": "relu"}, 2)
+    model = VAE(as_net({"name": "mlp", "hidden": [8], "activation": "relu"}), 2)
     assert collapse_symptoms(model, {"kl": 5.0}, 100.0, 200.0, 0.5, 10) == []
     names = [n for n, _ in collapse_symptoms(model, {"kl": 0.2}, 199.0, 200.0, 0.0, 10)]
     assert names == ["mean_image", "constant_code", "posterior_collapse"]

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from aecli.models.base import bernoulli_nll
 from aecli.models.vae import VAE, cb_log_norm, cb_mean, gaussian_kl
+from conftest import as_net
 
-NET = {"name": "mlp", "hidden": [32], "activation": "relu"}
+NET = as_net({"name": "mlp", "hidden": [32], "activation": "relu"})
 
 
 def test_kl_matches_monte_carlo():

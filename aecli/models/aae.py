@@ -18,37 +18,39 @@ and its accuracy `disc_acc` (the fraction of prior samples and codes it classifi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from aecli.models.base import Autoencoder, bernoulli_nll, check_choice, make_optimizer
+from aecli import schema
+from aecli.models.base import IMAGE_SHAPE, Autoencoder, bernoulli_nll, make_optimizer
 from aecli.models.prior import GaussianMixture
-from aecli.nets import build_decoder, build_encoder, mlp
-
-PRIORS = ("gaussian", "mixture")
+from aecli.nets import linear_head
 GAN_BETAS = (0.5, 0.999)  # Adam's betas for the discriminator and the encoder's adversarial phase
 MIXTURE_COMPONENTS = 10
 
 
+@dataclass
+class Options(schema.Options):
+    prior: str = schema.choice("gaussian", "mixture")  # N(0, I), or 10 Gaussians on a ring (the paper's Fig. 4)
+    disc_hidden: list = schema.widths([256, 256], what="widths")  # the discriminator's ReLU hidden layers
+    reg_lr: float = schema.number(0.3, low=0, high=10, low_open=True)  # the regularization phases' lr / lr
+
+
 class AAE(Autoencoder):
     name = "aae"
-    has_prior = True
+    Options = Options
+    default_lambda = 1.0
 
-    def __init__(self, net, latent_dim: int, lam: float = 1.0, prior: str = "gaussian",
-                 disc_hidden: Sequence[int] = (256, 256), reg_lr: float = 0.3):
-        super().__init__(net, latent_dim, lam)
-        check_choice("prior", prior, PRIORS)
-        if not 0 < float(reg_lr) <= 10:
-            raise ValueError(f"model.reg_lr={reg_lr!r}: must be in (0, 10]")
-        self.reg_lr = float(reg_lr)
-        self.encoder = build_encoder(net, self.latent_dim)
-        self.decoder = build_decoder(net, self.latent_dim)
+    def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
+        super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
+        self.encoder = net.encoder(self.image_shape, self.latent_dim)
+        self.decoder = net.decoder(self.image_shape, self.latent_dim)
         # D(z): the logit of "z was drawn from the prior"; ReLU hidden layers as in the paper (Sec. 4)
-        self.discriminator = mlp([self.latent_dim, *disc_hidden, 1], "relu")
-        self.prior = (GaussianMixture.ring(MIXTURE_COMPONENTS, self.latent_dim) if prior == "mixture"
-                      else GaussianMixture(1, self.latent_dim))  # one component at N(0, I)
+        self.discriminator = linear_head([self.latent_dim, *self.disc_hidden, 1], "relu")
+        self.mixture = (GaussianMixture.ring(MIXTURE_COMPONENTS, self.latent_dim) if self.prior == "mixture"
+                        else GaussianMixture(1, self.latent_dim))  # the target p(z); one component at N(0, I)
 
     def encode(self, x, y=None):
         return self.encoder(x)
@@ -57,7 +59,7 @@ class AAE(Autoencoder):
         return self.decoder(z)
 
     def sample_prior(self, n, generator=None):
-        return self.prior.sample(n, generator)
+        return self.mixture.sample(n, generator)
 
     # -- the three losses --------------------------------------------------------------------------
     def recon_loss(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +68,7 @@ class AAE(Autoencoder):
 
     def disc_terms(self, z_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """L_D = BCE(D(z'), 1) + BCE(D(z), 0) for prior samples z' and codes z, and D's accuracy."""
-        z_real = self.prior.sample(len(z_fake)).to(z_fake.dtype)
+        z_real = self.mixture.sample(len(z_fake)).to(z_fake.dtype)
         d_real, d_fake = self.discriminator(z_real), self.discriminator(z_fake)
         disc_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))

@@ -16,20 +16,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from aecli.models.deterministic import DeterministicAE
+from aecli import schema
+from aecli.models.base import IMAGE_SHAPE
+from aecli.models.deterministic import DeterministicAE, code_activation, recon_loss
+from aecli.models.prior import FittedPrior
 
 
-class AE(DeterministicAE):
+@dataclass
+class Options(schema.Options):
+    tied: bool = schema.boolean(False)  # decoder weights = the encoder's transposed (a net that ties: mlp)
+    dropout: float = schema.number(0.0, low=0, high=1, high_open=True)  # after every hidden activation
+    layer_match: float = schema.number(0.0, low=0)  # weight of the MSE between mirror hidden activations
+    code_activation: str = code_activation()
+    recon_loss: str = recon_loss()
+
+
+class AE(FittedPrior, DeterministicAE):
     name = "ae"
+    Options = Options
+    default_lambda = 0.0
 
-    def __init__(self, net, latent_dim: int, lam: float = 0.0, tied: bool = False, dropout: float = 0.0,
-                 layer_match: float = 0.0, code_activation: str = "none", recon_loss: str = "bce"):
-        super().__init__(net, latent_dim, lam, code_activation, recon_loss, dropout=dropout, tied=tied)
-        self.tied = bool(tied)
-        self.layer_match = float(layer_match)
+    def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
+        super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
+        self.init_fitted_prior()
 
     def weights(self) -> list[torch.Tensor]:
         """Every weight matrix and convolution kernel (not biases); a tied weight counts once."""

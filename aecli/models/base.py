@@ -1,19 +1,37 @@
 """The one contract every aecli model follows, so the trainer, `sample` and `eval` never ask "which model?".
 
-A model says how to encode, how to decode, how to compute its loss terms from a batch (a dict of named
-scalar tensors with the total under "loss", each a mean over the batch in nats or units per image), and
-how to draw samples. Training goes through `train_step`; the default one is the usual
-zero_grad / backward / step on one optimizer, and a model with several phases (the AAE) overrides it:
-that is the small hook that keeps one trainer for every model.
+A model is one file here and one yaml in conf/model/ (its `_target_`, its options, and the top-level `lambda`).
+It says how to encode, how to decode, how to compute its loss terms from a batch, and how to draw samples:
+
+    loss(x, y) -> {"loss": total, "recon": ..., <term>: ...}   each a scalar tensor, the mean over the batch of a
+                                                                per-image value (nats for likelihood terms)
+The trainer sums nothing itself: it logs every term as train_<term> and val_<term>. Two keys are special:
+"loss" is what training minimizes, and "recon", when present, is the model's own reconstruction term in its own
+likelihood's units, logged as val_recon_term; `val_recon`, the number that compares across models, is measured
+by the trainer for every model alike (the Bernoulli NLL of `reconstruct(x)`).
+
+What a model can do is declared on its class, never guessed from attribute names: `code_prior` ("native": training
+shapes the codes toward its own p(z), as the vae, cvae and aae do; "fitted": the trainer fits a Gaussian mixture
+to its codes at every epoch end, for sampling), `elbo` (it bounds log p(x): elbo_terms), `denoising` (it has a
+corruption: corrupt), `sparse_code` (its code is a sparse activation in [0, 1]), `conditional` (it needs the
+label y), `ignores` (config keys it does not read). Its options are declared once, in `Options` (aecli/schema.py),
+and become attributes of the same names.
+
+Training goes through `train_step`; the default one is the usual zero_grad / backward / step on one optimizer,
+and a model with several phases (the AAE) overrides it: that is the small hook that keeps one trainer for every
+model.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from aecli import schema
 
 
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -33,21 +51,46 @@ def bernoulli_nll_of_probs(probs: torch.Tensor, x: torch.Tensor, eps: float = 1e
     return -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
 
 
+IMAGE_SHAPE = (1, 28, 28)  # the default image shape of a model built without a data set (MNIST's)
+
+
+@dataclass
+class NoOptions(schema.Options):
+    """A model without options of its own."""
+
+
 class Autoencoder(nn.Module):
     """Base class: subclasses implement `encode`, `decode` and `loss`, and a prior if they sample."""
 
     name: ClassVar[str] = "autoencoder"
+    Options: ClassVar[type] = NoOptions
+    #: the default of the top-level `lambda` (its yaml sets the same value)
+    default_lambda: ClassVar[float] = 0.0
+    #: "native": training shapes the codes toward the model's own p(z), N(0, I) unless it says otherwise;
+    #: "fitted": the trainer fits a mixture to the codes (aecli.models.prior.FittedPrior)
+    code_prior: ClassVar[str] = "native"
+    #: True when the model bounds log p(x) (elbo_terms): the ELBO and the importance-weighted bound
+    elbo: ClassVar[bool] = False
+    #: True when the model reconstructs from a corrupted input (corrupt): the denoising metrics
+    denoising: ClassVar[bool] = False
+    #: True when the code is a sparse activation in [0, 1]: the sparsity metrics
+    sparse_code: ClassVar[bool] = False
     #: True when the model needs the class label y (cvae).
     conditional: ClassVar[bool] = False
-    #: True when the model has a native prior p(z) that training shapes the codes toward (vae, cvae, aae).
-    has_prior: ClassVar[bool] = False
     #: config keys this model does not read (a sweep over one of them repeats the same job; see cli.py)
     ignores: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, net, latent_dim: int, lam: float):
+    def __init__(self, net, latent_dim: int, lam: float | None = None, image_shape=IMAGE_SHAPE,
+                 n_classes: int = 10, **options):
         super().__init__()
         self.latent_dim = int(latent_dim)
-        self.lam = float(lam)  # the config's top-level `lambda`: the weight of this model's regularizer
+        # the config's top-level `lambda`: the weight of this model's regularizer
+        self.lam = float(self.default_lambda if lam is None else lam)
+        self.image_shape = tuple(image_shape)
+        self.n_classes = int(n_classes)
+        self.net_description = net.describe()  # for logs: `mlp [512, 256] relu`
+        for key, value in schema.check(self.Options, options, "model").items():
+            setattr(self, key, value)
 
     # -- the contract -------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -55,7 +98,7 @@ class Autoencoder(nn.Module):
         raise NotImplementedError
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Pixel logits [B, 1, 28, 28] for codes z."""
+        """Pixel logits [B, C, H, W] for codes z."""
         raise NotImplementedError
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -138,16 +181,10 @@ class Autoencoder(nn.Module):
         """Called by the trainer before each epoch (1-based): schedules such as a KL warm-up live here."""
 
 
-def check_choice(key: str, value, allowed) -> None:
-    """Refuse a model option outside its allowed values (from the CLI, config.validate says it first)."""
-    if value not in allowed:
-        raise ValueError(f"model.{key}={value!r}: allowed {', '.join(allowed)}")
-
-
 def make_optimizer(params, lr: float, name: str = "adam", weight_decay: float = 0.0,
                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
     """Adam or AdamW (the seeds use both), fused: one kernel per parameter on the CPU and on CUDA (on the
-    CPU torch's default is a loop of ~10 elementwise passes per parameter, 5x slower; benchmarks/README.md)."""
+    CPU torch's default is a loop of ~10 elementwise passes per parameter; benchmarks/README.md)."""
     params = list(params)
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) or None
     if name == "adam":

@@ -14,10 +14,11 @@ of the WHOLE encoder f, input to code (code activation included). lambda weighs 
   M <- M D_1, and ||J||_F^2 = ||M W_1||_F^2 = tr(M G M^T) with G = W_1 W_1^T formed once per batch
   ([h_1, h_1] instead of [h_1, 784] per row, when h_1 < 784; the trace's backward reuses M G
   and builds the symmetric dG = sum_b M_b^T M_b from its upper block triangle). One forward
-  pass gives the code and every slope. At latent 16 on the default mlp this step costs ~5.7x an ae step,
-  where vmap(jacrev) (latent_dim vector-Jacobian products, differentiated again) cost 13x;
-- any other encoder (conv): the batched Jacobian with torch.func (vmap over the batch of jacrev, latent_dim
-  vector-Jacobian products, or jacfwd, 784 Jacobian-vector products, whichever is fewer).
+  pass gives the code and every slope (benchmarks/README.md has its cost against an ae step);
+- the conv encoder (no dropout): the same rows carried back through the convolutions, J = S W_out D_L C_L ...
+  D_1 C_1 with C_l^T the convolutions' input gradients (conv_chain_frobenius);
+- any other encoder: the batched Jacobian with torch.func (vmap over the batch of jacrev, latent_dim
+  vector-Jacobian products, or jacfwd, one Jacobian-vector product per pixel, whichever is fewer).
 `jacobian: estimate` uses k = `projections` random projections v ~ N(0, I) in code space and one
 vector-Jacobian product each: E_v ||J^T v||^2 = tr(J J^T) = ||J||_F^2, an unbiased estimate
 (Hutchinson 1989) costing k backward passes instead of latent_dim, through which training differentiates.
@@ -25,16 +26,21 @@ vector-Jacobian product each: E_v ||J^T v||^2 = tr(J J^T) = ||J||_F^2, an unbias
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.func import jacfwd, jacrev, vmap
 
-from aecli.models.base import check_choice
-from aecli.models.deterministic import DeterministicAE
-from aecli.nets import ConvEncoder, MLPEncoder, activation_slope
+from aecli import schema
+from aecli.models.base import IMAGE_SHAPE
+from aecli.models.deterministic import DeterministicAE, code_activation, recon_loss
+from aecli.models.prior import FittedPrior
+from aecli.nets import activation_slope
+from aecli.nets.conv import ConvEncoder
+from aecli.nets.mlp import MLPEncoder
 
-JACOBIANS = ("exact", "estimate")
 # On the CPU the chain rule runs over chunks of images holding this many Jacobian rows (64 images at latent_dim
 # 16): every temporary [images, latent_dim, h] then stays a few MiB, which malloc reuses, where one [1024, 16,
 # 512] float32 tensor (32 MiB) is mapped fresh from the OS and faulted in page by page at every use: the
@@ -43,17 +49,22 @@ CPU_JACOBIAN_ROWS = 1024
 GRAM_BLOCKS = 4  # block rows of the symmetric dq/dG in GramTrace's backward (1: the full product)
 
 
-class CAE(DeterministicAE):
-    name = "cae"
+@dataclass
+class Options(schema.Options):
+    jacobian: str = schema.choice("exact", "estimate")  # exact: closed form or the chain rule; estimate: projections
+    projections: int = schema.integer(1, low=1)  # k projections v ~ N(0, I) per image for jacobian=estimate
+    code_activation: str = code_activation("sigmoid")  # sigmoid as in the paper
+    recon_loss: str = recon_loss()
 
-    def __init__(self, net, latent_dim: int, lam: float = 0.1, jacobian: str = "exact", projections: int = 1,
-                 code_activation: str = "sigmoid", recon_loss: str = "bce"):
-        super().__init__(net, latent_dim, lam, code_activation, recon_loss)
-        check_choice("jacobian", jacobian, JACOBIANS)
-        if int(projections) < 1:
-            raise ValueError(f"model.projections={projections!r}: must be an integer >= 1")
-        self.jacobian = jacobian
-        self.projections = int(projections)
+
+class CAE(FittedPrior, DeterministicAE):
+    name = "cae"
+    Options = Options
+    default_lambda = 0.1
+
+    def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
+        super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
+        self.init_fitted_prior()
 
     @property
     def one_sigmoid_layer(self) -> bool:
@@ -154,8 +165,7 @@ class GramTrace(torch.autograd.Function):
     """q_b = tr(M_b G M_b^T) for a symmetric G [n, n]. Its backward reuses the forward's M G:
     dq_b/dM_b = 2 M_b G, and dq/dG = sum_b dq_b M_b^T M_b (one matmul instead of autograd's two), which is
     symmetric: its GRAM_BLOCKS block rows are computed from the diagonal block rightwards only, and the blocks
-    left of the diagonal are their transposes (10/16 of the multiply-adds for 4 blocks; 3.1 ms instead of 4.0
-    ms per chunk of 64 images at the default size, 2 threads)."""
+    left of the diagonal are their transposes (10/16 of the multiply-adds for 4 blocks)."""
 
     @staticmethod
     def forward(ctx, m: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -16,30 +16,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from aecli.data import N_CLASSES
 from aecli.errors import AecliError
 from aecli.models.vae import VAE
 
 
 class CVAE(VAE):
     name = "cvae"
-    conditional = True
+    conditional = True  # the VAE's constructor joins n_classes one-hot inputs to both nets
 
-    def __init__(self, net, latent_dim: int, lam: float = 1.0, likelihood: str = "bernoulli",
-                 kl_warmup_epochs: int = 0):
-        super().__init__(net, latent_dim, lam, likelihood, kl_warmup_epochs, cond_dim=N_CLASSES)
-
-    representation_note = ("label-free: the posterior mean averaged over all 10 labels, (1/10) sum_c mu(x, c); the "
+    representation_note = ("label-free: the posterior mean averaged over every label, (1/C) sum_c mu(x, c); the "
                            "true label never reaches the probed code, so the probe measures how much of the class "
                            "the style code holds (lower = better separated from the label)")
 
     def representation(self, x):
         """(1/C) sum_c mu(x, c): the posterior mean averaged over every label, which the true label cannot reach."""
         return torch.stack([self.encode(x, torch.full((len(x),), c, device=x.device, dtype=torch.long))
-                            for c in range(N_CLASSES)]).mean(0)
+                            for c in range(self.n_classes)]).mean(0)
 
     def condition(self, y: torch.Tensor | None) -> torch.Tensor:
         """The one-hot label that joins the encoder's and the decoder's input."""
         if y is None:
-            raise AecliError("the cvae needs class labels y (sampling: give label=0..9, or draw one row per class)")
-        return F.one_hot(y.long(), N_CLASSES).float()
+            raise AecliError(f"the cvae needs class labels y (sampling: give label=0..{self.n_classes - 1}, or draw "
+                             f"one row per class; training: a data set with labels)")
+        return F.one_hot(y.long(), self.n_classes).float()

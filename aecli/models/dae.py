@@ -14,26 +14,34 @@ lambda is unused: the corruption is the regularizer (keep lambda = 0).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from aecli.models.base import check_choice
-from aecli.models.deterministic import DeterministicAE
+from aecli import schema
+from aecli.models.base import IMAGE_SHAPE
+from aecli.models.deterministic import DeterministicAE, code_activation, recon_loss
+from aecli.models.prior import FittedPrior
 
-NOISES = ("gaussian", "masking", "salt_pepper")
+
+@dataclass
+class Options(schema.Options):
+    noise: str = schema.choice("masking", "gaussian", "salt_pepper")  # the corruption q(x~|x)
+    level: float = schema.number(0.25, low=0, high=1)  # sigma for gaussian, the fraction of pixels corrupted otherwise
+    code_activation: str = code_activation()
+    recon_loss: str = recon_loss()
 
 
-class DAE(DeterministicAE):
+class DAE(FittedPrior, DeterministicAE):
     name = "dae"
+    Options = Options
+    default_lambda = 0.0
+    denoising = True
     ignores = ("lambda",)  # the corruption is the regularizer
 
-    def __init__(self, net, latent_dim: int, lam: float = 0.0, noise: str = "masking", level: float = 0.25,
-                 code_activation: str = "none", recon_loss: str = "bce"):
-        super().__init__(net, latent_dim, lam, code_activation, recon_loss)
-        check_choice("noise", noise, NOISES)
-        if not 0.0 <= float(level) <= 1.0:
-            raise ValueError(f"model.level={level!r}: must be in [0, 1]")
-        self.noise = noise
-        self.level = float(level)
+    def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
+        super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
+        self.init_fitted_prior()
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         """A draw of x~ ~ q(x~|x), on x's device."""

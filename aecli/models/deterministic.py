@@ -3,13 +3,15 @@
     z = s(f(x))            f the encoder network, s the code activation (`code_activation`)
     x_hat = g(z)           g the decoder network; its outputs are pixel logits l, x_hat = sigmoid(l)
 
-The reconstruction cost (`recon_loss`), summed over the 784 pixels, one value per image:
+The reconstruction cost (`recon_loss`), summed over the pixels, one value per image:
 - bce: -log p(x|z) = sum_i BCE(x_i, sigmoid(l_i)), the Bernoulli negative log-likelihood (nats), the
   cross-entropy of Vincent et al. 2010 (Sec. 2.1) for inputs in [0, 1];
 - mse: sum_i (x_i - sigmoid(l_i))^2, the squared error.
 
-Each model writes its own `loss` (reconstruction + lambda * its regularizer) in its own file. None has a
-prior p(z): they sample from a Gaussian mixture fitted to their training codes (aecli.models.prior).
+Each model writes its own `loss` (reconstruction + lambda * its regularizer) in its own file. A deterministic
+model has no p(z) of its own unless it declares one: ae, cae, dae and sae add `FittedPrior` (a Gaussian mixture
+fitted to their training codes, aecli.models.prior); a model that shapes its codes toward N(0, I) (a WAE) keeps
+the base class's native prior instead.
 """
 
 from __future__ import annotations
@@ -17,34 +19,42 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from aecli import schema
 from aecli.errors import AecliError
-from aecli.models.base import Autoencoder, bernoulli_nll, check_choice
-from aecli.models.prior import COMPONENTS, FittedPrior, GaussianMixture
-from aecli.nets import build_decoder, build_encoder
+from aecli.models.base import IMAGE_SHAPE, Autoencoder, bernoulli_nll
 
 CODE_ACTIVATIONS = {"none": nn.Identity, "sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
-RECON_LOSSES = ("bce", "mse")
 
 
-class DeterministicAE(FittedPrior, Autoencoder):
-    """Encoder, decoder, code activation, reconstruction cost and fitted code prior; `loss` is the model's."""
+def code_activation(default: str = "none"):
+    """The `code_activation` option: s in z = s(f(x))."""
+    return schema.choice(*CODE_ACTIVATIONS, default=default)
 
-    def __init__(self, net, latent_dim: int, lam: float, code_activation: str = "none", recon_loss: str = "bce",
-                 dropout: float = 0.0, tied: bool = False):
-        super().__init__(net, latent_dim, lam)
-        check_choice("code_activation", code_activation, CODE_ACTIVATIONS)
-        check_choice("recon_loss", recon_loss, RECON_LOSSES)
-        if tied and net["name"] != "mlp":
-            raise AecliError(f"model.tied=true needs net=mlp (net={net['name']} has no transposed twin for each "
-                             f"encoder weight): use net=mlp or model.tied=false")
-        self.code_activation = code_activation
-        self.code = CODE_ACTIVATIONS[code_activation]()  # z = s(h), s the code activation
-        self.recon_loss = recon_loss
-        self.encoder = build_encoder(net, self.latent_dim, dropout=dropout)
-        self.decoder = build_decoder(net, self.latent_dim, dropout=dropout)
-        if tied:
+
+def recon_loss():
+    """The `recon_loss` option: bce (Bernoulli cross-entropy, nats) or mse (squared error), summed over pixels."""
+    return schema.choice("bce", "mse")
+
+
+class DeterministicAE(Autoencoder):
+    """Encoder, decoder, code activation and reconstruction cost; `loss` is the model's. Options it reads:
+    code_activation (default none), recon_loss, and, when the model declares them, dropout and tied."""
+
+    code_activation = "none"
+    recon_loss = "bce"
+    dropout = 0.0
+    tied = False
+
+    def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
+        super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
+        if self.tied and not net.ties_weights:
+            raise AecliError(f"model.tied=true needs a net whose decoder can share the encoder's weights (mlp); "
+                             f"net {net.describe()} cannot: use net=mlp or model.tied=false")
+        self.code = CODE_ACTIVATIONS[self.code_activation]()  # z = s(h), s the code activation
+        self.encoder = net.encoder(self.image_shape, self.latent_dim, dropout=self.dropout)
+        self.decoder = net.decoder(self.image_shape, self.latent_dim, dropout=self.dropout)
+        if self.tied:
             self.decoder.tie_to(self.encoder)
-        self.prior = GaussianMixture(COMPONENTS, self.latent_dim)
 
     def encode(self, x, y=None):
         return self.code(self.encoder(x))

@@ -20,9 +20,8 @@ import math
 import torch
 from torch import nn
 
-from aecli.models.base import Autoencoder, bernoulli_nll_of_probs
-from aecli.models.prior import COMPONENTS, FittedPrior, GaussianMixture
-from aecli.nets import IMAGE_SHAPE
+from aecli.models.base import IMAGE_SHAPE, Autoencoder, bernoulli_nll_of_probs
+from aecli.models.prior import FittedPrior
 
 
 class PCA(FittedPrior, Autoencoder):
@@ -30,9 +29,9 @@ class PCA(FittedPrior, Autoencoder):
     # closed form: no regularizer, no network, no gradient steps (and the fit does not depend on the batches)
     ignores = ("lambda", "net", "lr", "batch_size", "trainer.optimizer", "trainer.weight_decay")
 
-    def __init__(self, net, latent_dim: int, lam: float = 0.0):
-        super().__init__(net, latent_dim, lam)
-        d = math.prod(IMAGE_SHAPE)
+    def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
+        super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
+        d = math.prod(self.image_shape)
         if self.latent_dim > d:
             raise ValueError(f"latent_dim={latent_dim}: PCA has at most {d} components")
         # parameters without gradients: the fitted model, carried by checkpoints (net is not used)
@@ -43,14 +42,14 @@ class PCA(FittedPrior, Autoencoder):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("sum_x", torch.zeros(d, dtype=torch.float64))
         self.register_buffer("sum_xxT", torch.zeros(d, d, dtype=torch.float64))
-        self.prior = GaussianMixture(COMPONENTS, self.latent_dim)
+        self.init_fitted_prior()
 
     def encode(self, x, y=None):
         return (x.flatten(1) - self.mean) @ self.components
 
     def decode(self, z, y=None):
-        """The linear reconstruction m + V z, [B, 1, 28, 28] (not logits: `mean_image` clamps it)."""
-        return (self.mean + z @ self.components.T).view(-1, *IMAGE_SHAPE)
+        """The linear reconstruction m + V z, [B, C, H, W] (not logits: `mean_image` clamps it)."""
+        return (self.mean + z @ self.components.T).view(-1, *self.image_shape)
 
     def mean_image(self, out):
         return out.clamp(0.0, 1.0)

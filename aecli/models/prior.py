@@ -87,16 +87,21 @@ class GaussianMixture(nn.Module):
 
 
 class FittedPrior:
-    """Mixin for models without a native prior: `fit_prior` fits a Gaussian mixture to the training codes
-    (the trainer calls it at every epoch end) and `sample_prior` draws from it. Needs `self.prior`."""
+    """Mixin for models without a native prior (it declares code_prior = "fitted"): `fit_prior` fits a Gaussian
+    mixture to the training codes (the trainer calls it at every epoch end) and `sample_prior` draws from it.
+    Call `init_fitted_prior()` in the constructor: the mixture is a buffer, so checkpoints carry it."""
 
-    prior: GaussianMixture
+    code_prior = "fitted"
+    mixture: GaussianMixture
+
+    def init_fitted_prior(self) -> None:
+        self.mixture = GaussianMixture(COMPONENTS, self.latent_dim)
 
     @torch.no_grad()
     def fit_prior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         z = torch.cat([self.encode(x[i:i + ENCODE_CHUNK], None if y is None else y[i:i + ENCODE_CHUNK])
                        for i in range(0, len(x), ENCODE_CHUNK)])
-        self.prior.fit(z.float())
+        self.mixture.fit(z.float())
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.prior.sample(n, generator)
+        return self.mixture.sample(n, generator)

@@ -19,10 +19,12 @@ import math
 
 import torch
 
-from aecli.models.base import check_choice
-from aecli.models.deterministic import DeterministicAE
+from dataclasses import dataclass
 
-SPARSITIES = ("kl", "l1")
+from aecli import schema
+from aecli.models.base import IMAGE_SHAPE
+from aecli.models.deterministic import DeterministicAE, recon_loss
+from aecli.models.prior import FittedPrior
 
 
 def bernoulli_kl(rho: float, rho_hat: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -31,20 +33,26 @@ def bernoulli_kl(rho: float, rho_hat: torch.Tensor, eps: float = 1e-6) -> torch.
     return rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
 
 
-class SAE(DeterministicAE):
-    name = "sae"
+@dataclass
+class Options(schema.Options):
+    sparsity: str = schema.choice("kl", "l1")  # kl: KL to the target rho; l1: lambda * mean_b sum_j |h_j|
+    rho: float = schema.number(0.05, low=0, high=1, low_open=True, high_open=True)  # target mean activation
+    recon_loss: str = recon_loss()
 
-    def __init__(self, net, latent_dim: int, lam: float = 3.0, sparsity: str = "kl", rho: float = 0.05,
-                 recon_loss: str = "bce"):
-        super().__init__(net, latent_dim, lam, code_activation="sigmoid", recon_loss=recon_loss)
-        check_choice("sparsity", sparsity, SPARSITIES)
-        if not 0.0 < float(rho) < 1.0:
-            raise ValueError(f"model.rho={rho!r}: must be in (0, 1)")
-        self.sparsity = sparsity
-        self.rho = float(rho)
+
+class SAE(FittedPrior, DeterministicAE):
+    name = "sae"
+    Options = Options
+    default_lambda = 3.0
+    sparse_code = True
+    code_activation = "sigmoid"  # not an option: the code is a layer of sigmoid units
+
+    def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
+        super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
+        self.init_fitted_prior()
         # start every unit at the target activation, sigmoid(b) = rho: the KL then starts at its minimum instead of
         # pushing every unit down at once into saturation (the conv sae stayed at the mean image that way)
-        if sparsity == "kl":
+        if self.sparsity == "kl":
             with torch.no_grad():
                 self.encoder.out.bias.fill_(math.log(self.rho / (1 - self.rho)))
 

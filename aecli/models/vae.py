@@ -27,14 +27,13 @@ the full lambda: a KL warm-up changes the training objective only, so epochs com
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from aecli.models.base import MEAN_IMAGE_CLAMP, Autoencoder, bernoulli_nll, check_choice
-from aecli.nets import build_decoder, build_encoder
-
-LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
+from aecli import schema
+from aecli.models.base import IMAGE_SHAPE, MEAN_IMAGE_CLAMP, Autoencoder, bernoulli_nll
 CB_SERIES = 0.1  # |l| below which the continuous Bernoulli's closed forms give way to their Taylor series
 COLLAPSED_KL = 1.0  # nats per image: a whole KL below this is posterior collapse (the code says < 1.5 bits)
 
@@ -88,19 +87,24 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 
+@dataclass
+class Options(schema.Options):
+    likelihood: str = schema.choice("bernoulli", "continuous_bernoulli", "gaussian")  # p(x|z)
+    kl_warmup_epochs: int = schema.integer(0, low=0)  # ramp the KL weight linearly from 0 to lambda over N epochs
+
+
 class VAE(Autoencoder):
     name = "vae"
-    has_prior = True
+    Options = Options
+    default_lambda = 1.0
+    elbo = True
 
-    def __init__(self, net, latent_dim: int, lam: float = 1.0, likelihood: str = "bernoulli",
-                 kl_warmup_epochs: int = 0, cond_dim: int = 0):
-        super().__init__(net, latent_dim, lam)
-        check_choice("likelihood", likelihood, LIKELIHOODS)
-        self.likelihood = likelihood
-        self.kl_warmup_epochs = int(kl_warmup_epochs)
-        self.encoder = build_encoder(net, 2 * self.latent_dim, cond_dim=cond_dim)
-        self.decoder = build_decoder(net, self.latent_dim, cond_dim=cond_dim)
-        if likelihood == "gaussian":
+    def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
+        super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
+        cond_dim = self.n_classes if self.conditional else 0
+        self.encoder = net.encoder(self.image_shape, 2 * self.latent_dim, cond_dim=cond_dim)
+        self.decoder = net.decoder(self.image_shape, self.latent_dim, cond_dim=cond_dim)
+        if self.likelihood == "gaussian":
             self.log_sigma = nn.Parameter(torch.zeros(()))
         # the KL weight in force: lambda, ramped up linearly over the warm-up epochs
         self.register_buffer("kl_weight", torch.tensor(self.lam), persistent=False)

@@ -1,0 +1,125 @@
+"""aecli from Python: train a run and use a finished one in a notebook.
+
+    import aecli
+    run_dir = aecli.train(["model=vae", "epochs=1", "data.limit=2000"])   # the overrides of `aecli train`
+    run = aecli.load_run(run_dir, device="cpu")
+    x, y = run.data.test.batch(torch.arange(8))
+    z = run.encode(x)                  # codes [8, latent_dim]
+    x_hat = run.reconstruct(x)         # mean reconstructions in [0, 1]
+    images = run.sample(16, label=3)   # from the model's prior (a label for a conditional model)
+
+Nothing here is a second implementation: `train` runs what `aecli train` runs (the same checks, trainer and
+evaluation), and a `Run` is the model and checkpoint `aecli sample` and `aecli eval` load.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from aecli.errors import AecliError
+
+
+class Run:
+    """A finished run: `model` (eval mode, on `device`), `config`, `metrics` (the metrics.csv rows), `path`, and the
+    data set it was trained on as `data` (loaded on first use)."""
+
+    def __init__(self, path: str | Path, device: str = "auto", which: str = "best"):
+        from aecli.runs import load_trained
+
+        self.model, self.checkpoint, self.path = load_trained(path, which=which, device=device)
+        self.device = next(self.model.parameters()).device
+        self.config: DictConfig = OmegaConf.create(self.checkpoint["config"])
+        self.metrics: list[dict] = list(self.checkpoint.get("metrics") or [])
+        self._data = None
+
+    @property
+    def data(self):
+        """The run's data set (train, val and test splits on the run's device)."""
+        if self._data is None:
+            from aecli.runs import load_run_data
+
+            self._data = load_run_data(self.checkpoint, self.device)
+        return self._data
+
+    def _images(self, x: torch.Tensor) -> torch.Tensor:
+        """Images as the model takes them: float in [0, 1] on its device (uint8 0..255 is scaled)."""
+        x = torch.as_tensor(x)
+        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+        return x.to(self.device)
+
+    def _labels(self, y, n: int) -> torch.Tensor | None:
+        if y is None:
+            if self.model.conditional:
+                raise AecliError(f"model {self.model.name} needs labels: pass y (or label=)")
+            return None
+        y = torch.as_tensor(y, device=self.device).long()
+        return y.expand(n) if y.dim() == 0 else y
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, y=None) -> torch.Tensor:
+        """The codes of images x [B, C, H, W] (the posterior mean for variational models)."""
+        x = self._images(x)
+        return self.model.encode(x, self._labels(y, len(x)))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, y=None) -> torch.Tensor:
+        """The mean images in [0, 1] of codes z [B, latent_dim]."""
+        z = torch.as_tensor(z, device=self.device).float()
+        return self.model.mean_image(self.model.decode(z, self._labels(y, len(z))))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y=None) -> torch.Tensor:
+        """The mean reconstructions in [0, 1] of images x."""
+        x = self._images(x)
+        return self.model.reconstruct(x, self._labels(y, len(x)))
+
+    @torch.no_grad()
+    def sample(self, n: int, label: int | None = None, seed: int = 0) -> torch.Tensor:
+        """n images from the model's prior (of class `label` for a conditional model; one row per class without)."""
+        from aecli.sampling import draw_samples
+
+        return draw_samples(self.model, n, seed, label)[0]
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, model={self.model.name}, epochs={len(self.metrics)})"
+
+
+def load_run(path: str | Path, device: str = "auto", which: str = "best") -> Run:
+    """A finished run folder (its best.pt, or `which="last"`) or a checkpoint file, ready to use."""
+    return Run(path, device=device, which=which)
+
+
+def train(overrides: list[str] = (), run_dir: str | Path | None = None) -> Path:
+    """Train one run as `aecli train OVERRIDES` would (one run, not a sweep) and return its folder. The run folder
+    defaults to outputs/DATE/TIME under the current directory; `.hydra/` records the config and the overrides, as
+    the command line's runs do, so `aecli runs` and `aecli report` show it beside them."""
+    from hydra import compose, initialize_config_dir
+
+    from aecli.job import check_new_run_dir, run_training, write_status
+    from aecli.paths import config_dir
+
+    overrides = list(overrides)
+    bad = [o for o in overrides if o.startswith("-") or "," in o.split("=", 1)[-1] and not o.endswith("]")]
+    if bad:
+        raise AecliError(f"aecli.train runs one run: {bad[0]} is a sweep or a flag; call it once per value instead")
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    now = _dt.datetime.now()
+    run_dir = Path(run_dir) if run_dir is not None else Path("outputs") / f"{now:%Y-%m-%d}" / f"{now:%H-%M-%S-%f}"
+    check_new_run_dir(run_dir)
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+    if not logging.getLogger().handlers:  # a notebook without logging set up: the run's lines on stdout
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("aecli").setLevel(logging.INFO)
+    start = _dt.datetime.now()
+    outcome = run_training(cfg, run_dir)
+    write_status(run_dir, "ok", (_dt.datetime.now() - start).total_seconds(), warnings=outcome.warnings,
+                 optimized={outcome.metric: outcome.value})
+    return run_dir
