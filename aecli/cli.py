@@ -27,6 +27,7 @@ commands:
            mode=prior|interpolate|traverse]
   eval     evaluate a finished run on the test set: aecli eval run=outputs/DATE/TIME
   runs     compare runs or sweeps side by side: aecli runs outputs/multirun/DATE/TIME [sort=val_loss]
+  report   one HTML page for runs or sweeps: aecli report outputs/multirun/DATE/TIME [out=FILE.html]
 
 Run `aecli COMMAND --help` for a command's own help."""
 
@@ -42,7 +43,12 @@ def check_group_choices(args: list[str], conf: Path) -> None:
         if not group.is_dir() or "." in key:
             continue
         options = sorted(p.stem for p in group.glob("*.yaml"))
-        values = value.split(",") if "," in value and not value.startswith(("[", "{")) else [value]
+        if value.startswith("[") and value.endswith("]"):  # several options at once: logger=[csv,mlflow]
+            values = [v for v in value[1:-1].split(",") if v.strip()]
+        elif "," in value and not value.startswith("{"):  # a sweep over options: model=cae,dae
+            values = value.split(",")
+        else:
+            values = [value]
         for v in values:
             v = v.strip()
             if v in ("null", "") and key in ("experiment", "hparams_search"):
@@ -202,7 +208,17 @@ def runs_main(args: list[str]) -> None:
     runs_command(paths, **kv)
 
 
-COMMANDS = {"train": train_main, "sample": sample_main, "eval": eval_main, "runs": runs_main}
+def report_main(args: list[str]) -> None:
+    from aecli.report import report_command
+
+    paths = [a for a in args if "=" not in a]
+    kv = parse_kv([a for a in args if "=" in a], {"out": str}, "report")
+    if not paths:
+        fail("report: give one or more run or sweep folders, e.g. aecli report outputs/multirun/DATE/TIME")
+    print(f"report: {report_command(paths, **kv)}")
+
+
+COMMANDS = {"train": train_main, "sample": sample_main, "eval": eval_main, "runs": runs_main, "report": report_main}
 
 
 def main(argv: list[str] | None = None) -> None:

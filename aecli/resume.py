@@ -22,13 +22,13 @@ from aecli.errors import AecliError
 # Keys a resume may change; any other key given with resume= must equal the checkpoint's (bitwise resumes
 # need the same threads too, but a new machine may need another count).
 RESUMABLE = ("epochs", "device", "data.root", "data.path", "data.test_path", "data.download", "trainer.progress",
-             "trainer.num_threads", "trainer.log_every", "eval", "logger")
+             "trainer.num_threads", "trainer.log_every", "eval", "logger", "report", "optimized_metric")
 
 
 @dataclass
 class LoopState:
     """Where the loop is: the last epoch begun, the optimizer steps taken, the metrics rows, the best epoch so far,
-    and for a checkpoint taken mid-epoch, the epoch's partial sums (`partial`)."""
+    for a checkpoint taken mid-epoch the epoch's partial sums (`partial`), and whether early stopping ended it."""
 
     epoch: int = 0
     step: int = 0
@@ -36,6 +36,7 @@ class LoopState:
     best_val: float = math.inf
     best_epoch: int = 0
     partial: dict | None = None
+    stopped_early: bool = False  # early stopping ended the run
 
 
 def rng_state(device: torch.device) -> dict:
@@ -55,8 +56,10 @@ def data_info(data) -> dict:
 
 
 def checkpoint_dict(model, optimizers: dict, state: LoopState, cfg: dict, batcher, device: torch.device, data,
-                    logger_state: dict | None = None, partial: dict | None = None) -> dict:
-    """Everything a resume needs (module doc); `partial` (the epoch's sums so far) marks a mid-epoch checkpoint."""
+                    logger_state: dict | None = None, partial: dict | None = None,
+                    schedules: dict | None = None) -> dict:
+    """Everything a resume needs (module doc); `partial` (the epoch's sums so far) marks a mid-epoch checkpoint;
+    `schedules`: the learning-rate schedule's and early stopping's state."""
     return {
         "model": model.state_dict(),
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
@@ -71,6 +74,8 @@ def checkpoint_dict(model, optimizers: dict, state: LoopState, cfg: dict, batche
         "rng": rng_state(device),
         "device": device.type,
         "logger": logger_state or {},
+        "schedules": schedules or {},
+        "stopped_early": state.stopped_early,
         "partial": partial,
     }
 
@@ -84,6 +89,9 @@ def restore(ckpt: dict, path: Path, model, optimizers: dict, batcher, cfg: DictC
         raise AecliError(f"checkpoint {path} was trained on {saved_device} and this resume runs on {device.type}: "
                          f"resume on the same device (device={saved_device})")
     done = ckpt["epoch"] if ckpt.get("partial") is None else ckpt["epoch"] - 1
+    if ckpt.get("stopped_early"):
+        raise AecliError(f"run of {path} was ended by early stopping after epoch {done} "
+                         f"(trainer.early_stopping): it is finished; start a new run to train further")
     if done >= cfg.epochs:
         raise AecliError(f"run of {path} has finished {done} of epochs={cfg.epochs}: give a larger epochs=N with "
                          f"resume= to train it longer")
@@ -131,8 +139,8 @@ def resume_config(cfg: DictConfig, ckpt: dict, path: Path, overrides: list[str])
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o} - {"resume"}
     for key in sorted(given):
         new = _select(cfg, key)
-        if key.split(".")[0] in RESUMABLE or key in RESUMABLE:
-            OmegaConf.update(merged, key, _plain(new), force_add=True)
+        if key.split(".")[0] in RESUMABLE or key in RESUMABLE:  # logger=csv drops the trackers a run had
+            OmegaConf.update(merged, key, _plain(new), merge=key != "logger", force_add=True)
             continue
         if _plain(new) != _plain(_select(merged, key)):
             raise AecliError(f"resume continues a run as it was configured: {key}={_short(new)} differs from the "

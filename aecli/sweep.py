@@ -27,6 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from aecli.errors import AecliError
+from aecli.metric_names import direction
 from aecli.loggers import flatten
 
 STATUS_FILE = "status.json"  # written by aecli/job.py when a run ends
@@ -143,12 +144,6 @@ def write_csv(rows: list[dict], path: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def direction(metric: str) -> str:
-    """Whether a metric is better higher (accuracies, PSNRs, log-likelihood bounds) or lower (losses, distances)."""
-    higher = ("_acc", "psnr", "elbo", "iw_bound", "log_likelihood")
-    return "maximize" if str(metric).removeprefix("test_").endswith(higher) else "minimize"
 
 
 # conf/hparams_search/optuna.yaml: `direction: ${aecli_direction:${optimized_metric}}`

@@ -35,7 +35,9 @@ from aecli.errors import AecliError
 from aecli.loggers import make_logger
 from aecli.models.base import bernoulli_nll_of_probs
 from aecli.progress import EpochProgress, interactive
+from aecli.metric_names import direction
 from aecli.resume import LoopState, checkpoint_dict, restore, resume_config, set_rng_state
+from aecli.schedule import EarlyStopping, LrSchedule
 from aecli.writer import RunWriter
 
 log = logging.getLogger("aecli")
@@ -207,10 +209,20 @@ class Trainer:
         if self.model.conditional and not self.data.labeled:
             raise AecliError(f"model={self.model.name} needs class labels and data {self.data.name} has none: give "
                              f"labelled images (data.path with labels) or an unconditional model")
+        if self.model.start_warning():
+            log.warning(self.model.start_warning())
         if "lambda" in self.model.ignores and cfg["lambda"] != 0:
             log.warning(f"model={self.model.name} ignores lambda={cfg['lambda']}: it has no regularizer weight "
                         f"(README.md, Models)")
         self.optimizers = self.model.configure_optimizers(cfg.lr, cfg.trainer.optimizer, cfg.trainer.weight_decay)
+        self.model.grad_clip = cfg.trainer.grad_clip
+        t = cfg.trainer
+        self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
+        maximize = direction(cfg.optimized_metric) == "maximize"  # what plateau and early stopping watch
+        self.schedule = LrSchedule(t.scheduler, t.warmup_steps, cfg.epochs * -(-len(self.data.train) // cfg.batch_size),
+                                   t.min_lr_ratio, t.step_size, t.gamma, t.plateau_patience, maximize)
+        self.scheduled = t.scheduler != "none" or t.warmup_steps > 0
+        self.stopper = EarlyStopping(t.early_stopping.patience, t.early_stopping.min_delta, maximize)
         if cfg.trainer.compile:  # the loss, forward and (AOTAutograd) backward, as fused kernels; weights untouched
             self.model.loss = torch.compile(self.model.loss)
         self.batcher = Batcher(len(self.data.train), cfg.batch_size, self.device, seed=cfg.seed)
@@ -234,6 +246,11 @@ class Trainer:
         trainer = cls(resume_config(cfg, ckpt, path, list(overrides)), run_dir, **kwargs)
         trainer.state, trainer.pending_rng = restore(ckpt, path, trainer.model, trainer.optimizers, trainer.batcher,
                                                      trainer.cfg, trainer.device)
+        trainer.logger.load_state_dict(ckpt.get("logger") or {})  # a tracker continues its run, no duplicate
+        schedules = ckpt.get("schedules") or {}
+        if schedules:
+            trainer.schedule.load_state_dict(schedules["lr"])
+            trainer.stopper.load_state_dict(schedules["early_stopping"])
         trainer.guard.kept = f"checkpoints/last.pt (step {trainer.state.step}) is kept"
         log.info(f"resuming {path} at epoch {trainer.state.epoch}, step {trainer.state.step}")
         return trainer
@@ -275,7 +292,7 @@ class Trainer:
             self.model.init_output(self.mean_image)
         self.check_optimized_metric()
         with self.catch_signals():
-            while state.epoch < cfg.epochs or state.partial is not None:
+            while (state.epoch < cfg.epochs or state.partial is not None) and not state.stopped_early:
                 partial, state.partial = state.partial, None
                 if partial is None:
                     state.epoch += 1
@@ -308,6 +325,8 @@ class Trainer:
         with progress:
             for idx in self.batcher:
                 x, y = data.train.batch(idx)
+                if self.scheduled:
+                    self.schedule.apply(self.optimizers, self.base_lrs, self.state.step + 1, self.state.epoch)
                 with self.autocast():
                     terms = model.train_step(x, y, self.optimizers)
                 for k, v in terms.items():
@@ -383,6 +402,8 @@ class Trainer:
             log.warning(f"collapse after epoch {state.epoch}: {symptom}")
             self.warnings.append(f"epoch {state.epoch}: {symptom}")
         row["collapse"] = " ".join(name for name, _ in symptoms)  # the symptoms' names; empty when healthy
+        row["lr"] = self.cfg.lr * self.schedule.factor(max(state.step, 1), state.epoch)  # at the epoch's last step
+        self.watch(row)
         state.rows.append(row)
         self.writer.epoch(row, state.rows)
         self.writer.images(model, data, state.epoch, self.cfg.seed)
@@ -400,10 +421,24 @@ class Trainer:
             raise NonFiniteLoss(f"the weights became non-finite by step {self.state.step} (epoch {self.state.epoch})",
                                 self.cfg.lr, self.guard.kept)
         state = self.state
+        schedules = {"lr": self.schedule.state_dict(), "early_stopping": self.stopper.state_dict()}
         self.writer.checkpoint(checkpoint_dict(self.model, self.optimizers, state, plain(self.cfg), self.batcher,
-                                               self.device, self.data, partial=partial), *names)
+                                               self.device, self.data, self.logger.state_dict(), partial, schedules),
+                               *names)
         where = f"epoch {state.epoch}" if partial is None else f"step {state.step}"
         self.guard.kept = f"checkpoints/last.pt ({where}) is kept"
+
+    def watch(self, row: dict) -> None:
+        """The epoch's monitored metric (optimized_metric) to the plateau schedule and to early stopping."""
+        metric, value = self.cfg.optimized_metric, row.get(self.cfg.optimized_metric)
+        if self.schedule.end_epoch(value):
+            log.info(f"plateau: {metric} has not improved for {self.schedule.patience} epochs; the learning rate is "
+                     f"now {self.cfg.trainer.gamma ** self.schedule.reductions:g} x lr")
+        if self.stopper.update(value, row["epoch"]):
+            self.state.stopped_early = True
+            log.info(f"early stopping after epoch {row['epoch']}: {metric} has not improved by more than "
+                     f"{self.stopper.min_delta:g} for {self.stopper.patience} epochs (best {self.stopper.best:.4g} at "
+                     f"epoch {self.stopper.best_epoch})")
 
     def epoch_line(self, row: dict) -> str:
         terms = "  ".join(f"{k} {v:.4g}" for k, v in row.items()
@@ -421,6 +456,10 @@ def check_end_of_run_settings(cfg: DictConfig) -> None:
     if cfg.eval.at_end:
         eval_settings(cfg.eval)
     if metric.startswith("test_"):
+        watched = cfg.trainer.scheduler == "plateau" or cfg.trainer.early_stopping.patience is not None
+        if watched:
+            raise AecliError(f"optimized_metric={metric} is known only after training, and trainer.scheduler=plateau "
+                             f"and trainer.early_stopping watch it every epoch: optimize a validation number (val_recon)")
         if metric.removeprefix("test_") not in DESCRIPTIONS:
             raise AecliError(f"optimized_metric={metric} is not a test metric: allowed "
                              f"{', '.join('test_' + k for k in DESCRIPTIONS)}, or a metrics.csv column")

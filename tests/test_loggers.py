@@ -48,12 +48,9 @@ def offline(tmp_path, monkeypatch):
 
 
 def train(cfg, run_dir: Path):
-    """One run in-process, as `aecli train` runs it (aecli.job.run_training; aecli.train.train before the job
-    module took it over)."""
-    try:
-        from aecli.job import run_training
-    except ImportError:
-        from aecli.train import train as run_training
+    """One run in-process, as `aecli train` runs it."""
+    from aecli.job import run_training
+
     return run_training(cfg, run_dir)
 
 
@@ -299,3 +296,23 @@ def test_a_sweep_groups_its_jobs(tmp_path):
     for job in (0, 1):
         started = [r.run for r in wandb_records(sweep / str(job)) if r.WhichOneof("record_type") == "run"]
         assert [s.run_group for s in started] == [str(sweep)]
+
+
+def test_an_interrupted_run_resumed_by_the_trainer_keeps_one_mlflow_run(tmp_path, data_root):
+    """The trainer stores the loggers' state in every checkpoint and hands it back on resume: a run stopped
+    mid-epoch (SIGTERM) and resumed is one MLflow run with every epoch, not two."""
+    from mlflow import MlflowClient
+
+    from aecli.train import Interrupted, Trainer
+
+    over = [*tiny_overrides(data_root, epochs=2, **{"data.limit": 256, "batch_size": 64}), "logger=[csv,mlflow]"]
+    first = Trainer(compose_with(*over), tmp_path / "run", stop_at_step=6)
+    with pytest.raises(Interrupted):
+        first.fit()
+    cfg = compose_with(*over, f"resume={tmp_path / 'run'}")
+    second = Trainer.resume(cfg, tmp_path / "run", [f"resume={tmp_path / 'run'}"])
+    second.fit()
+    second.logger.close({"best_val_loss": second.state.best_val})
+    got = only_run(MlflowClient())
+    history = MlflowClient().get_metric_history(got.info.run_id, "epoch/val_loss")
+    assert sorted(m.step for m in history) == [1, 2]

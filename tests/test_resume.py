@@ -197,3 +197,26 @@ def test_resume_on_cuda_matches_and_the_guard_reads_at_sync_points_only(data_roo
     resumed = run_interrupted(compose_tiny(data_root, device="cuda"), tmp_path / "resumed", 6)
     for k, v in alone.model.state_dict().items():
         torch.testing.assert_close(v, resumed.model.state_dict()[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("knobs", [
+    {"trainer.scheduler": "cosine", "trainer.warmup_steps": 3, "trainer.grad_clip": 0.5},
+    {"trainer.scheduler": "plateau", "trainer.plateau_patience": 1, "trainer.gamma": 0.5},
+    {"trainer.scheduler": "step", "trainer.step_size": 1, "trainer.early_stopping.patience": 1,
+     "trainer.early_stopping.min_delta": 1000.0},
+])
+def test_schedules_clipping_and_early_stopping_resume_exactly(knobs, data_root, fast_data, tmp_path):
+    """The learning-rate schedule (its plateau count included), gradient clipping and early stopping continue a
+    mid-epoch interrupt exactly: the same weights, the same rows (lr and grad_norm columns too)."""
+    alone = Trainer(compose_tiny(data_root, "model=aae", epochs=3, **knobs), tmp_path / "alone")
+    alone.fit()
+    resumed = run_interrupted(compose_tiny(data_root, "model=aae", epochs=3, **knobs), tmp_path / "resumed", 6)
+    same_state(alone.model.state_dict(), resumed.model.state_dict())
+    assert without_timing(resumed.state.rows) == without_timing(alone.state.rows)
+    rows = alone.state.rows
+    if "trainer.grad_clip" in knobs:
+        assert all(r["train_grad_norm"] > 0 for r in rows)
+        assert 1e-3 > rows[0]["lr"] > rows[1]["lr"] > rows[2]["lr"]  # past the warm-up, the cosine decays
+    if "trainer.early_stopping.patience" in knobs:  # no epoch can improve by 1000 nats: stops after epoch 2
+        assert [r["epoch"] for r in rows] == [1, 2] and alone.state.stopped_early
+        assert rows[1]["lr"] == pytest.approx(rows[0]["lr"] * 0.1)  # step: one decay an epoch

@@ -107,3 +107,15 @@ def test_optimized_metric_is_read_at_the_best_epoch_and_checked_before_training(
                                          "val_recon, val_loss, train_loss, val_kl"):
         trainer.fit()
     assert not (tmp_path / "run" / "metrics.csv").exists()  # refused before the first epoch
+
+
+def test_a_cae_lambda_above_the_measured_range_is_said_when_the_run_starts(data_root, odd_data, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="aecli"):
+        trainer_on(odd_data, compose_tiny(data_root, model="cae", **{"lambda": 1000}), tmp_path / "a")
+    assert "lambda=1000 is above the range measured to learn (0.1 to 100" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aecli"):
+        trainer_on(odd_data, compose_tiny(data_root, model="cae", **{"lambda": 100}), tmp_path / "b")
+    assert "above the range" not in caplog.text

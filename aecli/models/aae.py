@@ -103,36 +103,32 @@ class AAE(Autoencoder):
                 "disc": make_optimizer(self.discriminator.parameters(), reg, optimizer, weight_decay, GAN_BETAS),
                 "gen": make_optimizer(self.encoder.parameters(), reg, optimizer, 0.0, GAN_BETAS)}
 
-    @staticmethod
-    def _step(opt: torch.optim.Optimizer, objective: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        objective.backward()
-        opt.step()
-
-    def reconstruction_phase(self, x, optimizers) -> torch.Tensor:
+    def reconstruction_phase(self, x, optimizers) -> tuple[torch.Tensor, torch.Tensor | None]:
         recon = self.recon_loss(x)
-        self._step(optimizers["ae"], recon)
-        return recon
+        return recon, self.optimize(optimizers["ae"], recon)
 
     def discriminator_phase(self, x, optimizers) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             z = self.encoder(x)
         disc_loss, disc_acc = self.disc_terms(z)
-        self._step(optimizers["disc"], disc_loss)
+        self.optimize(optimizers["disc"], disc_loss)
         return disc_loss, disc_acc
 
     def generator_phase(self, x, optimizers) -> torch.Tensor:
         self.discriminator.requires_grad_(False)  # the encoder's step: D only passes gradients through
         try:
             gen = self.gen_loss(self.encoder(x))
-            self._step(optimizers["gen"], self.lam * gen)
+            self.optimize(optimizers["gen"], self.lam * gen)
         finally:
             self.discriminator.requires_grad_(True)
         return gen
 
     def train_step(self, x, y, optimizers):
-        recon = self.reconstruction_phase(x, optimizers)
+        recon, norm = self.reconstruction_phase(x, optimizers)
         disc_loss, disc_acc = self.discriminator_phase(x, optimizers)
         gen = self.generator_phase(x, optimizers)
-        return {k: v.detach() for k, v in {"loss": recon + self.lam * gen, "recon": recon, "gen": gen,
-                                            "disc_loss": disc_loss, "disc_acc": disc_acc}.items()}
+        terms = {"loss": recon + self.lam * gen, "recon": recon, "gen": gen, "disc_loss": disc_loss,
+                 "disc_acc": disc_acc}
+        if norm is not None:  # the reconstruction phase's gradient norm (each phase is clipped alike)
+            terms["grad_norm"] = norm
+        return {k: v.detach() for k, v in terms.items()}

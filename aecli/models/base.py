@@ -156,6 +156,11 @@ class Autoencoder(nn.Module):
         """
         self.decoder.set_output_bias(self.mean_logits(mean_image.to(next(self.parameters()).device)))
 
+    def start_warning(self) -> str | None:
+        """A line to warn with when a run starts, for settings known not to learn (the cae's lambda above its
+        measured range); None when there is nothing to say."""
+        return None
+
     def collapse_symptom(self, val_terms: dict[str, float]) -> tuple[str, str] | None:
         """A model-specific sign that the codes carry no information, judged from the validation terms: (a short
         name, one line saying what is wrong and what to try), or None when healthy. The trainer checks the
@@ -167,14 +172,29 @@ class Autoencoder(nn.Module):
         """One optimizer over every parameter; models with several training phases return several."""
         return {"model": make_optimizer(self.parameters(), lr, optimizer, weight_decay)}
 
+    #: the global gradient norm each step is clipped to (trainer.grad_clip; None: no clipping)
+    grad_clip: float | None = None
+
+    def optimize(self, opt: torch.optim.Optimizer, objective: torch.Tensor) -> torch.Tensor | None:
+        """zero_grad, backward, clip the global norm of the optimizer's gradients to `grad_clip` (when set), step.
+        Returns the norm before clipping (a device tensor: no host sync), None without clipping."""
+        opt.zero_grad(set_to_none=True)
+        objective.backward()
+        norm = None
+        if self.grad_clip is not None:
+            params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        opt.step()
+        return norm
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor | None,
                    optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
-        """One optimization step; returns the loss terms, detached (no host sync here)."""
-        opt = optimizers["model"]
-        opt.zero_grad(set_to_none=True)
+        """One optimization step; returns the loss terms, detached (no host sync here), and with clipping on, the
+        gradient norm before clipping as `grad_norm`."""
         terms = self.loss(x, y)
-        terms["loss"].backward()
-        opt.step()
+        norm = self.optimize(optimizers["model"], terms["loss"])
+        if norm is not None:
+            terms["grad_norm"] = norm
         return {k: v.detach() for k, v in terms.items()}
 
     def on_epoch_start(self, epoch: int) -> None:

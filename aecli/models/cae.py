@@ -47,6 +47,7 @@ from aecli.nets.mlp import MLPEncoder
 # exact step at batch 1024 took 1.3x longer unchunked (benchmarks/README.md).
 CPU_JACOBIAN_ROWS = 1024
 GRAM_BLOCKS = 4  # block rows of the symmetric dq/dG in GramTrace's backward (1: the full product)
+LEARNED_LAMBDA = 100.0  # the largest lambda measured to learn (benchmarks/learning.py): above it, a warning
 
 
 @dataclass
@@ -65,6 +66,13 @@ class CAE(FittedPrior, DeterministicAE):
     def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
         super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
         self.init_fitted_prior()
+
+    def start_warning(self) -> str | None:
+        if self.lam > LEARNED_LAMBDA:
+            return (f"lambda={self.lam:g} is above the range measured to learn (0.1 to {LEARNED_LAMBDA:g} on MNIST with the "
+                    f"default mlp; README.md, cae): the contraction may outweigh the reconstruction and the code "
+                    f"stay at the mean image; the collapse check will say so after each epoch")
+        return None
 
     @property
     def one_sigmoid_layer(self) -> bool:
