@@ -159,6 +159,12 @@ def train_main(args: list[str]) -> None:
         os.environ["COMP_LINE"] = re.sub(r"^(\S+)\s+train(\s|$)", r"\1\2", os.environ["COMP_LINE"])
     sys.argv = ["aecli", *args]
     run()
+    from aecli.sweep import LAST_SWEEP
+
+    if LAST_SWEEP.get("failed"):  # scripts and CI notice a sweep with failed jobs
+        fail(f"{LAST_SWEEP['failed']} of {LAST_SWEEP['jobs']} jobs failed (their errors are in the table above and "
+             f"in {Path(LAST_SWEEP['dir']) / 'summary.csv'}); run the same command with "
+             f"hydra.sweep.dir={LAST_SWEEP['dir']} to finish the sweep", 1)
 
 
 # -- sample / eval / runs ----------------------------------------------------------------------------

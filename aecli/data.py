@@ -9,6 +9,14 @@ from here, never from constants.
 
 Splits: `train` (optionally cut to its first `limit` images), `val`, fixed so that every run validates on the same
 images, and `test`, kept for evaluation.
+
+Binarized data (`data.binarize`, the MNIST-format data sets; `binarized_splits`): `static` draws every image once,
+x ~ Bernoulli(pixel intensity), with fixed seeds (BINARIZE_SEEDS); `dynamic` keeps the grey levels of the training
+split and draws a fresh binary image for every batch from its own seeded generator on the device
+(`DynamicBinarization`, Burda et al. 2015; its state is in every checkpoint), while the validation and test
+images are the fixed draws of `static`, so that validation numbers compare across epochs and evaluation is
+reproducible. Evaluation reads `Data.evaluation()`: under dynamic binarization its training split is the fixed
+draw too, the same images as under static binarization.
 """
 
 from __future__ import annotations
@@ -23,22 +31,64 @@ from aecli.errors import AecliError
 MIN_TRAIN_IMAGES = 2  # what a split must keep at least: a mean, a spread, a batch (data.val_size says so)
 
 
+BINARIZE = ("none", "dynamic", "static")  # data.binarize (module doc)
+#: the seeds of the fixed binary draws, one per official file: the same under static and dynamic binarization
+BINARIZE_SEEDS = {"train": 1, "test": 2}
+BINARIZE_CHUNK = 10000  # images per draw of a fixed binarization
+
+
+class DynamicBinarization:
+    """x ~ Bernoulli(x): every pixel is 1 with probability its intensity, drawn anew for each batch (u < x with
+    u ~ U[0, 1), so E[x_bin] = x exactly) from this generator on the data's device: Burda et al. 2015, the IWAE
+    code's protocol. The trainer seeds it with the run's seed; its state is part of a checkpoint (aecli/resume.py)."""
+
+    def __init__(self, device: torch.device, seed: int = 0):
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.rand(x.shape, device=x.device, generator=self.generator)
+        return (u < x).to(x.dtype)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state().cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"].cpu())
+
+
+def binarize_once(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """A fixed binarization of uint8 images: 255 with probability pixel / 255, else 0, drawn on the CPU (the same
+    images on every device) with a generator seeded by `seed`, BINARIZE_CHUNK images per draw."""
+    generator = torch.Generator().manual_seed(seed)
+    out = torch.empty_like(images, device="cpu")
+    for start in range(0, images.shape[0], BINARIZE_CHUNK):
+        p = images[start:start + BINARIZE_CHUNK].cpu().float().div_(255.0)
+        out[start:start + BINARIZE_CHUNK] = (torch.rand(p.shape, generator=generator) < p).to(torch.uint8) * 255
+    return out
+
+
 @dataclass
 class Split:
-    """One split on the training device: images [N, C, H, W] uint8, labels [N] int64 (None when unlabeled)."""
+    """One split on the training device: images [N, C, H, W] uint8, labels [N] int64 (None when unlabeled), and
+    under dynamic binarization the `binarizer` that draws each batch's binary images from the grey levels."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
+    binarizer: DynamicBinarization | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Float images in [0, 1] and labels for the given indices (conversion happens per batch)."""
-        return self.images[idx].float().div_(255.0), None if self.labels is None else self.labels[idx]
+        x = self.images[idx].float().div_(255.0)
+        if self.binarizer is not None:
+            x = self.binarizer(x)
+        return x, None if self.labels is None else self.labels[idx]
 
     def head(self, n: int) -> Split:
-        return Split(self.images[:n], None if self.labels is None else self.labels[:n])
+        return Split(self.images[:n], None if self.labels is None else self.labels[:n], self.binarizer)
 
     def mean_image(self, chunk: int = 10000) -> torch.Tensor:
         """The mean image [C, H, W], float in [0, 1] (summed in chunks: no float copy of the whole split)."""
@@ -60,10 +110,35 @@ class Data:
     test: Split
     train_all: Split
     key: str = ""
+    #: data.binarize: none, dynamic or static (module doc)
+    binarize: str = "none"
+    #: under dynamic binarization, the fixed draw of train_all that evaluation reads (see `evaluation`)
+    fixed_train: Split | None = None
 
     @property
     def labeled(self) -> bool:
         return self.classes is not None
+
+    def evaluation(self) -> Data:
+        """The data evaluation reads: this data set, with a dynamically binarized training split replaced by its
+        fixed draw (so the probe, the floors and the classifier see the same images in every evaluation)."""
+        if self.fixed_train is None:
+            return self
+        return Data(self.name, self.classes, self.image_shape, self.fixed_train.head(len(self.train)), self.val,
+                    self.test, self.fixed_train, self.key, self.binarize)
+
+    def seed_binarization(self, seed: int) -> None:
+        """Seed the dynamic binarization of the training split (a run's seed; nothing without one)."""
+        if self.train.binarizer is not None:
+            self.train.binarizer.generator.manual_seed(seed)
+
+    def binarization_state(self) -> dict:
+        """The dynamic binarization's generator state, for a checkpoint ({} without one)."""
+        return {} if self.train.binarizer is None else self.train.binarizer.state_dict()
+
+    def load_binarization_state(self, state: dict | None) -> None:
+        if state and self.train.binarizer is not None:
+            self.train.binarizer.load_state_dict(state)
 
     @property
     def n_classes(self) -> int:
@@ -98,6 +173,24 @@ def make_splits(images: torch.Tensor, labels: torch.Tensor | None, test: tuple[t
     train_all = to_split(images[:n_train], part(labels, slice(0, n_train)))
     return {"train_all": train_all, "train": train_all if limit is None else train_all.head(limit),
             "val": to_split(images[n - val_size:], part(labels, slice(n - val_size, n))), "test": to_split(*test)}
+
+
+def binarized_splits(images: torch.Tensor, labels: torch.Tensor | None,
+                     test: tuple[torch.Tensor, torch.Tensor | None], val_size: int, limit: int | None,
+                     device: torch.device, binarize: str) -> dict:
+    """`make_splits` under data.binarize (module doc), as keyword arguments of `Data`: its splits, `binarize` and,
+    under dynamic binarization, `fixed_train`. `images` is the whole official training file, `test` the test file."""
+    if binarize == "none":
+        return {**make_splits(images, labels, test, val_size, limit, device), "binarize": binarize}
+    fixed = make_splits(binarize_once(images, BINARIZE_SEEDS["train"]), labels,
+                        (binarize_once(test[0], BINARIZE_SEEDS["test"]), test[1]), val_size, limit, device)
+    if binarize == "static":
+        return {**fixed, "binarize": binarize}
+    grey = make_splits(images, labels, test, val_size, limit, device)
+    binarizer = DynamicBinarization(device)
+    train_all = Split(grey["train_all"].images, grey["train_all"].labels, binarizer)
+    return {"train_all": train_all, "train": train_all if limit is None else train_all.head(limit),
+            "val": fixed["val"], "test": fixed["test"], "binarize": binarize, "fixed_train": fixed["train_all"]}
 
 
 class Batcher:

@@ -210,6 +210,7 @@ NEEDS_LABELS = ("probe_acc", "knn_acc", "pixel_probe_acc", "pixel_knn_acc", "fre
 def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
     """Every metric the model supports (see the module doc): a flat dict of numbers, and the test codes and labels."""
     model.eval()
+    data = data.evaluation()  # data.binarize=dynamic: the fixed draw of the training split
     device = data.test.images.device
     torch.manual_seed(seed)  # elbo_terms and corrupt draw from the global generator
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -9,6 +9,7 @@ running side by side share the cores.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aecli.errors import AecliError, exit_with
+from aecli.paths import aecli_command
 
 log = logging.getLogger("aecli")
 
@@ -47,20 +49,59 @@ def check_writable(folder: Path, what: str) -> None:
         exit_with(f"cannot write the {what} {folder}: {existing} is not a writable folder; choose another place")
 
 
+LOCK_FILE = ".lock"
+_locks: dict[Path, Any] = {}  # folder -> the open file holding its OS lock, for this process's life
+
+
+def lock_folder(folder: Path, what: str = "run folder") -> None:
+    """Own `folder` for this process: an OS lock (fcntl.flock) on folder/.lock, which the OS releases when the
+    process ends, however it ends (a crash leaves nothing stuck). Another process gets one line naming the owner."""
+    folder = Path(folder).absolute()
+    if folder in _locks:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    f = open(folder / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip() or "unknown"
+        f.close()
+        raise AecliError(f"{what} {folder} is in use by another aecli process (pid {owner}): wait for it to end, or "
+                         f"choose another folder") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _locks[folder] = f
+
+
+def holds_a_run(folder: Path) -> bool:
+    """Whether a folder holds a run that trained (a checkpoint, metrics, or an ok status): what must never be
+    overwritten. A folder whose run failed before its first epoch (a bad value found inside the run) does not."""
+    status = read_status(folder)
+    return (any((folder / "checkpoints" / name).is_file() for name in ("last.pt", "best.pt"))
+            or (folder / "metrics.csv").is_file() or status.get("status") == "ok")
+
+
 def protect_run_folders(args: list[str]) -> list[str]:
     """Protect run folders before Hydra writes .hydra/ into one.
 
-    A new run never writes into an existing, non-empty run folder. `resume=RUN` (or RUN/checkpoints/last.pt)
-    continues in RUN itself: Hydra's run dir is pointed there and its own record goes to .hydra/resume-N,
-    so the original .hydra/ stays. Resuming any other checkpoint (best.pt, a copied file) starts a new folder.
+    A new run never writes into a folder that holds a run; a folder whose run never trained is reused. The folder
+    is locked for this process (`lock_folder`), so two runs never share one. `resume=RUN` (or
+    RUN/checkpoints/last.pt) continues in RUN itself: Hydra's run dir is pointed there and its own record goes to
+    .hydra/resume-N, so the original .hydra/ stays; resuming any other checkpoint (best.pt, a copied file) starts a
+    new folder. `resume=auto` is the job's to decide (`run_job`). A sweep given the folder of an earlier sweep
+    continues it: each job keeps, resumes or starts its own folder.
     """
     multirun = "-m" in args or "--multirun" in args
     resume = _arg(args, "resume")
-    if resume not in (None, "", "null"):
+    if resume not in (None, "", "null", "auto"):
         from aecli.checkpoint import find_checkpoint
 
         if multirun:
-            exit_with("resume= continues one run and cannot be combined with -m: resume each run on its own")
+            exit_with("resume= continues one run and cannot be combined with -m: resume each run on its own, or use "
+                      "resume=auto")
         if _arg(args, "hydra.run.dir") is not None:
             exit_with("resume= continues a run in its own folder: drop hydra.run.dir=")
         path = find_checkpoint(resume, "last").resolve()
@@ -68,6 +109,7 @@ def protect_run_folders(args: list[str]) -> list[str]:
         if path.name == "last.pt" and path.parent.name == "checkpoints":
             run_dir = path.parent.parent
             check_writable(run_dir, "run folder")
+            lock_folder(run_dir)
             n = 1
             while (run_dir / ".hydra" / f"resume-{n}").exists():
                 n += 1
@@ -75,9 +117,14 @@ def protect_run_folders(args: list[str]) -> list[str]:
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = _arg(args, key)
     folder = Path(given) if given and "${" not in given else None
-    if folder is not None and folder.is_dir() and any(folder.iterdir()):
-        exit_with(f"{key}={folder} already exists and is not empty: a new run never writes into an existing run "
-             f"folder; choose another {key}" + ("" if multirun else f", or continue it with aecli train resume={folder}"))
+    if folder is not None:
+        check_writable(folder, "sweep folder" if multirun else "run folder")
+        lock_folder(folder, "sweep folder" if multirun else "run folder")
+        if multirun and any(p.is_dir() and p.name.isdigit() for p in folder.iterdir()):
+            log.info(f"continuing the sweep in {folder}: jobs that ended ok are kept, interrupted ones resume")
+        elif not multirun and holds_a_run(folder) and resume != "auto":
+            exit_with(f"{key}={folder} already holds a run: a new run never writes into it; choose another {key}, "
+                      f"or continue it with {aecli_command()} train resume={folder}")
     check_writable(folder or Path("outputs"), "run folder")
     return args
 
@@ -88,17 +135,37 @@ class RunFolderTaken(AecliError):
 
 def check_new_run_dir(run_dir: Path) -> None:
     """A new run never writes into a folder that already holds a run."""
-    if any((run_dir / name).exists() for name in ("checkpoints", "metrics.csv", STATUS_FILE)):
+    if holds_a_run(run_dir):
         raise RunFolderTaken(f"run folder {run_dir} already holds a run: a new run never writes into it; choose another "
-                             f"hydra.run.dir, or continue that run with: aecli train resume={shlex.quote(str(run_dir))}")
+                             f"hydra.run.dir, or continue that run with: {aecli_command()} train "
+                             f"resume={shlex.quote(str(run_dir))}")
+
+
+ATTEMPTS = ".attempts"  # in a sweep folder: the jobs of the current attempt that failed (aecli/sweep.py reads it)
+
+
+def note_failed_attempt(sweep_dir: Path, job_num: int, error: str) -> None:
+    folder = sweep_dir / ATTEMPTS
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{job_num}.json").write_text(json.dumps({"status": "failed", "error": error}) + "\n")
+
+
+def read_status(run_dir: Path) -> dict:
+    """A run's status.json ({} when it has none, or an unreadable one)."""
+    try:
+        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def write_status(run_dir: Path, status: str, seconds: float, error: str | None = None,
-                 warnings: list[str] | None = None, optimized: dict[str, float | None] | None = None) -> None:
+                 warnings: list[str] | None = None, optimized: dict[str, float | None] | None = None,
+                 stage: str | None = None) -> None:
     """Record how a run ended (`ok`, `failed` or `interrupted`) in its folder, for the summary: the error, the
-    collapse warnings, and the optimized metric's value ({name: value})."""
+    collapse warnings, the optimized metric's value ({name: value}), and for an interrupt the stage it stopped
+    (`training`, or `evaluation`: training finished, the evaluation did not)."""
     record = {"status": status, "seconds": round(seconds, 3), "error": error, "warnings": warnings or [],
-              "optimized": optimized or {}}
+              "optimized": optimized or {}, **({"stage": stage} if stage else {})}
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     (Path(run_dir) / STATUS_FILE).write_text(json.dumps(record) + "\n")
 
@@ -143,10 +210,14 @@ def run_training(cfg, run_dir: Path, multirun: bool = False, overrides: list[str
     best = trainer.fit()
     final = {"best_val_loss": best}
     summary = ""
-    if trainer.cfg.eval.at_end:
+    if trainer.cfg.eval.at_end:  # the run's own setting: a resume keeps it
         from aecli.evaluate import headline, run_eval
+        from aecli.train import interruptible
 
-        results = run_eval(run_dir, device=trainer.device.type, data=trainer.data, quiet=multirun)
+        finish = f"{aecli_command()} eval run={shlex.quote(str(run_dir))}"
+        with interruptible(f"during the evaluation: training finished (checkpoints/best.pt is written); finish the "
+                           f"evaluation with: {finish}", stage="evaluation"):
+            results = run_eval(run_dir, device=trainer.device.type, data=trainer.data, quiet=multirun)
         final.update({f"test_{k}": v for k, v in results.items()})
         summary = f"; test: {headline(final)}"
     trainer.logger.close(final)
@@ -155,6 +226,34 @@ def run_training(cfg, run_dir: Path, multirun: bool = False, overrides: list[str
     log.info(f"finished in {time.perf_counter() - start:.1f}s; {metric} {value if value is None else f'{value:.4g}'}"
              f"{summary}")
     return Outcome(metric, value, trainer.warnings)
+
+
+def continue_in_place(cfg, run_dir: Path, overrides: list[str]) -> float | None | bool:
+    """A job pointed at a folder that may hold its earlier attempt (`resume=auto`, or a sweep run again into its
+    folder): an attempt that ended ok is kept (its optimized value is returned, no training), one that left a
+    checkpoint resumes from it (cfg.resume is set), and one that never trained starts afresh. Returns False when
+    the job must train. The attempt must have been the same job: its checkpoint's config must hold the overrides."""
+    from omegaconf import open_dict
+
+    from aecli.checkpoint import load_checkpoint
+    from aecli.resume import resume_config
+
+    status = read_status(run_dir)
+    checkpoint = next((run_dir / "checkpoints" / n for n in ("last.pt", "best.pt")
+                       if (run_dir / "checkpoints" / n).is_file()), None)
+    if checkpoint is not None:  # one line when the folder held another job (lambda=10 there, lambda=100 here)
+        try:
+            resume_config(cfg, load_checkpoint(checkpoint), checkpoint,
+                          [o for o in overrides if not o.startswith("resume=")])
+        except AecliError as e:  # its folder is another run's: left as it is
+            raise RunFolderTaken(f"{run_dir} holds another run, which stays as it is: {e}") from None
+    with open_dict(cfg):
+        if status.get("status") == "ok":
+            (metric, value), = (status.get("optimized") or {cfg.optimized_metric: None}).items()
+            log.info(f"{run_dir} ended ok before: kept ({metric} {value})")
+            return value
+        cfg.resume = str(run_dir) if checkpoint is not None and checkpoint.name == "last.pt" else None
+    return False
 
 
 def run_job(cfg) -> float | None:
@@ -168,25 +267,35 @@ def run_job(cfg) -> float | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = Path(hc.runtime.output_dir)
+    overrides = list(hc.overrides.task)
     if multirun:  # jobs running side by side share the cores
         share_cores(cfg, hc.launcher)
     start = time.perf_counter()
     try:
-        outcome = run_training(cfg, run_dir, multirun=multirun, overrides=list(hc.overrides.task),
+        lock_folder(run_dir)
+        if cfg.get("resume") == "auto" or (multirun and holds_a_run(run_dir)):
+            kept = continue_in_place(cfg, run_dir, overrides)
+            if kept is not False:
+                return kept
+        outcome = run_training(cfg, run_dir, multirun=multirun, overrides=overrides,
                                stop_at_step=int(os.environ.get(STOP_AT_STEP) or 0))
     except Exception as e:
         known = isinstance(e, AecliError)
-        if isinstance(e, Interrupted):  # Ctrl-C or SIGTERM stops a sweep too, with the signal's code
-            write_status(run_dir, "interrupted", time.perf_counter() - start, str(e))
+        if isinstance(e, Interrupted):  # Ctrl-C, SIGTERM or SIGUSR1 stops a sweep too, with the signal's code
+            write_status(run_dir, "interrupted", time.perf_counter() - start, str(e), stage=e.stage)
             exit_with(str(e), e.exit_code)
-        if not isinstance(e, RunFolderTaken):  # never touch another run's folder
+        if known and "is in use by another aecli process" in str(e):  # never touch another process's folder
+            pass
+        elif not isinstance(e, RunFolderTaken):  # never touch another run's folder
             write_status(run_dir, "failed", time.perf_counter() - start,
                          str(e) if known else f"{type(e).__name__}: {e}")
         if not multirun:
             if known:
                 exit_with(str(e), e.exit_code)
             raise
-        # a failed job is marked failed in the sweep's summary (status.json) and the sweep goes on
+        # a failed job is marked failed in the sweep's summary and the sweep goes on; this attempt's failure is noted
+        # beside the job folders too, for a job whose folder is another run's (its status.json is not ours)
+        note_failed_attempt(Path(hc.sweep.dir), hc.job.num, str(e) if known else f"{type(e).__name__}: {e}")
         if known:
             log.error(f"job failed: {e}")
         else:  # a bug: keep its traceback in the job's log

@@ -1,7 +1,8 @@
-"""Where aecli's own files are: the lowest layer, imported by anything that composes the configuration."""
+"""Where aecli's own files are, and how the user runs it: the lowest layer."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -10,3 +11,8 @@ def config_dir() -> Path:
     here = Path(__file__).resolve().parent
     packaged = here / "conf"
     return packaged if packaged.is_dir() else here.parent / "conf"
+
+
+def aecli_command() -> str:
+    """How the user ran aecli, for the commands aecli prints: `uv run aecli` under `uv run`, else `aecli`."""
+    return "uv run aecli" if os.environ.get("UV_RUN_RECURSION_DEPTH") else "aecli"

@@ -1,7 +1,7 @@
 """The resume state: everything the training loop depends on, what a checkpoint holds of it, and its restoration.
 
 An interrupted run resumed ends bitwise equal to the run left alone on the CPU (docs/robustness.md): a checkpoint
-keeps the weights, the optimizers, torch's RNG states, the batcher's position, the metrics rows, the best epoch,
+keeps the weights, the optimizers, torch's RNG states and the dynamic binarization's, the batcher's position, the metrics rows, the best epoch,
 the data's shape and classes (a model is rebuilt from the checkpoint alone), the loggers' own state (a tracker's
 run id) and, for a checkpoint taken mid-epoch, the epoch's partial sums. Nothing in it is a pickled object:
 `torch.load(path, weights_only=True)` reads it.
@@ -77,6 +77,7 @@ def checkpoint_dict(model, optimizers: dict, state: LoopState, cfg: dict, batche
         "schedules": schedules or {},
         "stopped_early": state.stopped_early,
         "partial": partial,
+        "binarization": data.binarization_state(),  # data.binarize=dynamic: the generator of the binary draws
     }
 
 

@@ -204,8 +204,27 @@ def runs_command(paths: list[str], sort: str | None = None) -> list[dict]:
     return rows
 
 
+# The last sweep of this process: {"dir", "jobs", "failed"}; `aecli train -m` exits non-zero when any job failed.
+LAST_SWEEP: dict[str, Any] = {}
+
+
+ATTEMPTS = ".attempts"  # the failures of the current attempt, noted by aecli/job.py
+
+
+def attempt_failures(sweep_dir: Path) -> dict[str, dict]:
+    """{job folder name: its failure} for the jobs of this attempt that failed (a folder of another run among them,
+    whose own status.json was left as it was)."""
+    folder = sweep_dir / ATTEMPTS
+    return {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")} if folder.is_dir() else {}
+
+
 class SweepSummary(Callback):
-    """At the end of a multirun: summary.csv in the sweep folder and the table on the console."""
+    """At the end of a multirun: summary.csv in the sweep folder, the table on the console, the report."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        import shutil
+
+        shutil.rmtree(Path(str(config.hydra.sweep.dir)) / ATTEMPTS, ignore_errors=True)  # a new attempt
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -213,8 +232,13 @@ class SweepSummary(Callback):
             return
         # every job of a finished sweep has ended: a job without status.json died before it could say so
         rows = collect([sweep_dir], missing_status="failed")
+        failures = attempt_failures(sweep_dir)
+        for row in rows:
+            if row["run"] in failures:
+                row.update(failures[row["run"]])
         write_csv(rows, sweep_dir / SUMMARY_FILE)
         failed = sum(r["status"] != "ok" for r in rows)
+        LAST_SWEEP.update(dir=str(sweep_dir), jobs=len(rows), failed=failed)
         print_table(rows, f"sweep {sweep_dir}: {len(rows)} jobs" + (f", {failed} failed" if failed else ""))
         print(f"summary: {sweep_dir / SUMMARY_FILE}")
         if config.get("report", True):  # the page of the whole sweep (aecli/report.py); report=false skips it

@@ -34,6 +34,7 @@ from aecli.data import Batcher, Data, Split
 from aecli.errors import AecliError
 from aecli.loggers import make_logger
 from aecli.models.base import bernoulli_nll_of_probs
+from aecli.paths import aecli_command
 from aecli.progress import EpochProgress, interactive
 from aecli.metric_names import direction
 from aecli.resume import LoopState, checkpoint_dict, restore, resume_config, set_rng_state
@@ -57,11 +58,35 @@ class NonFiniteLoss(AecliError):
 
 
 class Interrupted(AecliError):
-    """Ctrl-C or SIGTERM: the step finished and last.pt was written; the exit code is 128 + the signal."""
+    """Ctrl-C, SIGTERM or SIGUSR1: the step finished and last.pt was written (`stage` training), or the evaluation
+    at the end stopped (`stage` evaluation); the exit code is 128 + the signal."""
 
-    def __init__(self, message: str, signum: int):
+    def __init__(self, message: str, signum: int, stage: str = "training"):
         super().__init__(message)
         self.exit_code = 128 + signum
+        self.stage = stage
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # SIGUSR1: SLURM's warning before the time limit
+
+
+@contextmanager
+def interruptible(where: str, stage: str):
+    """Turn a stop signal into `Interrupted` at once (nothing to finish first): for work that can simply be redone,
+    such as the evaluation at the end of a run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(f"{signal.Signals(signum).name} {where}", signum, stage)
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 DIVERGED = 100.0  # a total loss above DIVERGED x max(|the first step's loss|, 1) has diverged
@@ -204,6 +229,7 @@ class Trainer:
         mode = cfg.trainer.progress
         self.bar = mode == "bar" or (mode == "auto" and interactive() and not multirun)
         self.data = data if data is not None else build_dataset(cfg).load(self.device)
+        self.data.seed_binarization(cfg.seed)  # data.binarize=dynamic: the run's own draws of binary images
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, self.data.image_shape, self.data.n_classes).to(self.device)
         if self.model.conditional and not self.data.labeled:
@@ -247,6 +273,7 @@ class Trainer:
         trainer.state, trainer.pending_rng = restore(ckpt, path, trainer.model, trainer.optimizers, trainer.batcher,
                                                      trainer.cfg, trainer.device)
         trainer.logger.load_state_dict(ckpt.get("logger") or {})  # a tracker continues its run, no duplicate
+        trainer.data.load_binarization_state(ckpt.get("binarization"))  # data.binarize=dynamic: the same draws
         schedules = ckpt.get("schedules") or {}
         if schedules:
             trainer.schedule.load_state_dict(schedules["lr"])
@@ -355,7 +382,7 @@ class Trainer:
     # -- interrupts --------------------------------------------------------------------------------
     @contextmanager
     def catch_signals(self):
-        """Ctrl-C or SIGTERM sets a flag the loop reads after each step; a second one stops at once."""
+        """Ctrl-C, SIGTERM or SIGUSR1 sets a flag the loop reads after each step; a second one stops at once."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -367,17 +394,22 @@ class Trainer:
             log.warning(f"{signal.Signals(signum).name}: finishing the current step, then writing "
                         f"checkpoints/last.pt (send it again to stop at once)")
 
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.previous_handlers = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
         try:
             yield
         finally:
-            for s, h in previous.items():
+            for s, h in self.previous_handlers.items():
                 signal.signal(s, h)
 
     def interrupted(self, where: str) -> Interrupted:
-        name = signal.Signals(self.stop_signal).name
-        return Interrupted(f"{name} {where}: wrote {self.run_dir / 'checkpoints' / 'last.pt'}; continue with: "
-                           f"aecli train resume={shlex.quote(str(self.run_dir))}", self.stop_signal)
+        """The exception that ends an interrupted run, last.pt written. A SIGUSR1 is then handed to the handler it
+        replaced, if any: submitit's, which requeues a SLURM job (that job continues here with resume=auto)."""
+        signum = self.stop_signal
+        previous = getattr(self, "previous_handlers", {}).get(signum)
+        if signum == signal.SIGUSR1 and callable(previous):
+            previous(signum, None)
+        return Interrupted(f"{signal.Signals(signum).name} {where}: wrote {self.run_dir / 'checkpoints' / 'last.pt'}; "
+                           f"continue with: {aecli_command()} train resume={shlex.quote(str(self.run_dir))}", signum)
 
     def end_epoch(self, train_terms: dict[str, float], progress: EpochProgress) -> dict:
         model, data, state = self.model, self.data, self.state

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -203,3 +206,105 @@ def test_a_file_that_is_no_checkpoint_is_named_in_one_line(tmp_path, content):
     message = str(err.value)
     assert str(path) in message and "\n" not in message
     assert "not a torch checkpoint" in message or "truncated or corrupt" in message
+
+
+# -- one process per run folder; ending well ----------------------------------------------------------------
+def test_a_run_folder_is_owned_by_one_process(tmp_path, data_root):
+    """A second `aecli train` (or a resume) pointed at a folder another process is using gets one line naming it;
+    the lock is the OS's, so a process that dies leaves nothing stuck."""
+    from aecli import job
+    from conftest import run_cli
+
+    folder = tmp_path / "run"
+    job.lock_folder(folder)  # this test's process owns it, as a running run would
+    try:
+        proc = run_cli("train", *tiny_overrides(data_root), f"hydra.run.dir={folder}", cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert f"is in use by another aecli process (pid {os.getpid()})" in proc.stderr
+        assert not (folder / ".hydra").exists()  # refused before Hydra wrote anything
+    finally:
+        job._locks.pop(folder.absolute()).close()  # released: the next run takes it
+    proc = run_cli("train", *tiny_overrides(data_root), f"hydra.run.dir={folder}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_folder_whose_run_never_trained_is_reused(tmp_path, data_root):
+    """A bad value found inside the run (here an optimized_metric this model does not write) leaves a failed
+    status.json; the corrected command with the same hydra.run.dir then runs, where it was refused."""
+    from conftest import run_cli
+
+    bad = run_cli("train", *tiny_overrides(data_root), "optimized_metric=val_nope", "hydra.run.dir=run", cwd=tmp_path)
+    assert bad.returncode == 2 and "optimized_metric=val_nope" in bad.stderr
+    good = run_cli("train", *tiny_overrides(data_root), "hydra.run.dir=run", cwd=tmp_path)
+    assert good.returncode == 0, good.stderr[-2000:]
+
+
+def test_usr1_then_resume_auto_finishes_the_run_as_if_never_stopped(data_root, fast_data, tmp_path):
+    """SLURM's warning signal (submitit's USR1) is a SIGTERM: last.pt, exit 138. The requeued job runs the same
+    command into the same folder; with resume=auto it continues and ends with the weights of the run left alone."""
+    over = [*tiny_overrides(data_root, **{"data.limit": 256, "data.val_size": 128, "batch_size": 16, "epochs": 4}),
+            "resume=auto", f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "aecli.cli", "train", *over]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    alone = Trainer(compose_tiny(data_root, **{"batch_size": 16, "epochs": 4}), tmp_path / "alone")
+    alone.fit()
+    for line in proc.stdout:
+        if line.startswith("epoch 1/4"):
+            proc.send_signal(signal.SIGUSR1)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 138 and err.startswith("aecli: SIGUSR1") and err.count("\n") == 1, err
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert again.returncode == 0, again.stderr[-2000:]
+    final = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert final["step"] == alone.state.step
+    for k, v in alone.model.state_dict().items():
+        assert torch.equal(v, final["model"][k]), k
+    kept = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert kept.returncode == 0 and "ended ok before: kept" in kept.stdout + kept.stderr  # done: nothing retrained
+
+
+def test_a_signal_during_the_final_evaluation_says_how_to_finish_it(tmp_path, data_root):
+    """Training ended, the evaluation is running: SIGTERM writes status.json (interrupted, stage evaluation) and
+    prints the `aecli eval` command that completes it."""
+    over = [*tiny_overrides(data_root, **{"eval.at_end": "true", "eval.iw_samples": 100000, "eval.iw_images": 500}),
+            "hydra.run.dir=run"]
+    proc = subprocess.Popen([sys.executable, "-m", "aecli.cli", "train", *over], cwd=tmp_path,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    for line in proc.stdout:
+        if line.startswith("done: best val_loss"):
+            time.sleep(1.0)  # into the evaluation (the IW bound alone takes minutes at these sizes)
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.count("\n") == 1, err
+    assert "during the evaluation: training finished" in err and f"aecli eval run=" in err
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["stage"] == "evaluation"
+    assert not (tmp_path / "run" / "eval.json").exists() and (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+
+
+def test_a_resume_keeps_the_run_s_own_eval_setting(data_root, fast_data, tmp_path):
+    """A run started with eval.at_end=false and resumed is not evaluated (the resumes read the new composed config
+    before: 8 of 8 evaluated)."""
+    from aecli.job import run_training
+
+    cfg = compose_tiny(data_root)  # eval.at_end=false in tiny_overrides
+    first = Trainer(cfg, tmp_path / "run", stop_at_step=3)
+    with pytest.raises(Interrupted):
+        first.fit()
+    run_training(compose_tiny(data_root, resume=tmp_path / "run", **{"eval.at_end": "true"}), tmp_path / "run",
+                 overrides=[f"resume={tmp_path / 'run'}"])  # the composed default says true; the run said false
+    assert not (tmp_path / "run" / "eval.json").exists()
+
+
+def test_printed_commands_work_as_the_user_started_aecli(monkeypatch):
+    from aecli.paths import aecli_command
+
+    monkeypatch.delenv("UV_RUN_RECURSION_DEPTH", raising=False)
+    assert aecli_command() == "aecli"
+    monkeypatch.setenv("UV_RUN_RECURSION_DEPTH", "1")  # set by `uv run`
+    assert aecli_command() == "uv run aecli"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from aecli import job, sweep
@@ -40,11 +41,13 @@ def best_of(job: Path) -> tuple[float, float]:
     return float(best["val_loss"]), float(best["val_recon"])
 
 
-def multirun(tmp_path: Path, *args: str) -> tuple[Path, list[dict], str]:
+def multirun(tmp_path: Path, *args: str, expect: int = 0, env: dict | None = None) -> tuple[Path, list[dict], str]:
     out = tmp_path / "sweep"
-    proc = run_cli("train", "-m", *args, f"hydra.sweep.dir={out}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, read_csv(out / "summary.csv"), proc.stdout
+    proc = run_cli("train", "-m", *args, f"hydra.sweep.dir={out}", cwd=tmp_path, env=env)
+    assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if expect == 1:  # failed jobs: one line that says how many and how to finish the sweep
+        assert proc.stderr.strip().count("\n") == 0 and "jobs failed" in proc.stderr, proc.stderr
+    return out, read_csv(out / "summary.csv") if (out / "summary.csv").is_file() else [], proc.stdout + proc.stderr
 
 
 def compose_with(*overrides: str, hydra: bool = False):
@@ -56,7 +59,7 @@ def compose_with(*overrides: str, hydra: bool = False):
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, data_root):
     """latent_dim=2,4 x lambda=1,-1: jobs 1 and 3 fail (lambda < 0), jobs 0 and 2 train."""
-    return multirun(tmp_path_factory.mktemp("grid"), *smallest(data_root), "latent_dim=2,4", "lambda=1,-1")
+    return multirun(tmp_path_factory.mktemp("grid"), *smallest(data_root), "latent_dim=2,4", "lambda=1,-1", expect=1)
 
 
 def test_grid_gives_a_folder_and_a_summary_row_per_job(grid):
@@ -83,7 +86,7 @@ def test_failing_job_is_marked_failed_and_the_others_finish(grid):
         assert "lambda=-1" in row["error"] and row["val_loss"] == ""
         assert not (out / row["run"] / "metrics.csv").exists()
     assert (out / "2" / "checkpoints" / "best.pt").is_file()  # the job after a failed one trained
-    assert "2 failed" in stdout
+    assert "2 failed" in stdout and "2 of 4 jobs failed" in stdout  # and the sweep exits 1 (the fixture checks)
 
 
 def test_runs_sorts_any_set_of_runs(grid, capsys):
@@ -253,3 +256,28 @@ def test_experiment_composes_and_builds(name):
         assert cfg.net.activation == want["activation"] and cfg.model.recon_loss == want["recon_loss"]
     model = build_model(cfg)  # every key of the experiment is a constructor parameter of the model
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+# -- a sweep killed halfway is finished by the same command, into the same folder -----------------------------
+def test_a_sweep_run_again_into_its_folder_finishes_it(tmp_path, data_root):
+    """The first attempt stops in job 0 (as a lost node or Ctrl-C would): exit 143. The same command again keeps
+    nothing of it but last.pt and resumes job 0, then starts job 1; a third time, every job is kept, and a grid
+    grown by one value runs only the new job."""
+    args = [*smallest(data_root, epochs=2, batch_size=64), "latent_dim=2,3"]
+    out, _, said = multirun(tmp_path, *args, expect=143, env={"AECLI_STOP_AT_STEP": "3"})
+    assert "SIGTERM after step 3" in said and not (out / "1").exists()
+    out, rows, said = multirun(tmp_path, *args)
+    assert [r["status"] for r in rows] == ["ok", "ok"] and "resuming" in (out / "0" / "train.log").read_text()
+    steps = torch.load(out / "0" / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert steps == 8  # 256 images in batches of 64, two epochs: the resumed job did all of them once
+    _, again, said = multirun(tmp_path, *smallest(data_root, epochs=2, batch_size=64), "latent_dim=2,3,4")
+    assert [r["status"] for r in again] == ["ok", "ok", "ok"] and said.count("ended ok before: kept") == 2
+    assert [r["val_loss"] for r in again[:2]] == [r["val_loss"] for r in rows]
+
+
+def test_a_sweep_folder_of_another_sweep_is_refused_job_by_job(tmp_path, data_root):
+    out, before, _ = multirun(tmp_path, *smallest(data_root), "latent_dim=2,3")
+    status = (out / "0" / "status.json").read_text()
+    _, rows, said = multirun(tmp_path, *smallest(data_root), "latent_dim=5,6", expect=1)
+    assert "latent_dim=5 differs from the checkpoint's latent_dim=2" in said
+    assert (out / "0" / "status.json").read_text() == status  # the earlier sweep's record is untouched

@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 
 from aecli import schema
-from aecli.data import Data, Dataset, make_splits
+from aecli.data import BINARIZE, Data, Dataset, binarized_splits
 from aecli.errors import AecliError
 
 STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -101,6 +101,8 @@ class Options(schema.Options):
     download: bool = schema.boolean(True)  # fetch the official files when missing (needs a network)
     limit: int | None = schema.integer(None, low=1, optional=True)  # train on the first N training images only
     val_size: int = schema.integer(5000, low=1)  # the last N images of the official training set, held out
+    # none (grey levels) | dynamic (x ~ Bernoulli(pixel) drawn anew every batch) | static (drawn once, fixed seed)
+    binarize: str = schema.choice(*BINARIZE)
 
 
 class IdxDataset(Dataset):
@@ -115,8 +117,9 @@ class IdxDataset(Dataset):
     Options = Options
 
     def __init__(self, root: str = "~/.cache/aecli/data", download: bool = True, limit: int | None = None,
-                 val_size: int = 5000):
+                 val_size: int = 5000, binarize: str = "none"):
         self.root, self.download, self.limit, self.val_size = Path(root).expanduser(), download, limit, val_size
+        self.binarize = binarize
 
     @property
     def raw(self) -> Path:
@@ -182,5 +185,6 @@ class IdxDataset(Dataset):
     def load(self, device: torch.device) -> Data:
         official = self.read_official()
         (x_all, y_all), test = official["train"], official["test"]
-        return Data(name=self.name, classes=list(self.classes), image_shape=tuple(x_all.shape[1:]), key=self.name,
-                    **make_splits(x_all, y_all, test, self.val_size, self.limit, device))
+        key = self.name if self.binarize == "none" else f"{self.name}_binarized"  # the eval caches' name
+        return Data(name=self.name, classes=list(self.classes), image_shape=tuple(x_all.shape[1:]), key=key,
+                    **binarized_splits(x_all, y_all, test, self.val_size, self.limit, device, self.binarize))
