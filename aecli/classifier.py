@@ -111,6 +111,85 @@ def load_classifier(data, device: torch.device, epochs: int = 1,
     return net.to(device).eval(), test_acc
 
 
+# -- the paper protocol's classifier (eval.classifier=cnn) ------------------------------------------------
+CLASSIFIERS = ("mlp", "cnn")  # eval.classifier: FeatureNet above (fast), ConvFeatureNet below (eval.protocol=paper)
+CNN_VERSION = 1  # in the cache name: bump when the architecture or the recipe changes
+CNN_FEATURE_DIM = 128
+#: the test accuracy eval.classifier=cnn trains to (checked on the validation split after each epoch): a Fréchet
+#: distance is only as good as its feature space. Data sets not listed train CNN_EPOCHS epochs.
+TARGET_ACCURACY = {"mnist": 0.99, "fashion_mnist": 0.90}
+CNN_EPOCHS, CNN_MAX_EPOCHS = 5, 20
+
+
+class ConvFeatureNet(nn.Module):
+    """x [B, C, H, W] -> [conv 3x3 -> ReLU -> max-pool 2] x 2 (32, 64 channels) -> 7x7 -> 128 (ReLU: the features) ->
+    logits. Above 99% on MNIST and 90% on Fashion-MNIST in a few epochs (the MLP stays near 98% and 88%)."""
+
+    def __init__(self, image_shape=(1, 28, 28), n_classes: int = 10):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(image_shape[0], 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(64 * 49, CNN_FEATURE_DIM), nn.ReLU())
+        self.head = nn.Linear(CNN_FEATURE_DIM, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def train_to_target(data, device: torch.device, target: float | None) -> tuple[ConvFeatureNet, float, int]:
+    """Fit ConvFeatureNet on the training split (Adam, batches of BATCH, lr 1e-3, seeded) until its validation accuracy
+    reaches `target` (CNN_MAX_EPOCHS at most; CNN_EPOCHS without a target). Returns the net, its validation accuracy
+    and the epochs trained."""
+    gen = torch.Generator().manual_seed(SEED)
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        net = ConvFeatureNet(data.image_shape, data.n_classes).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    split, val_acc = data.train_all, 0.0
+    for epoch in range(1, (CNN_EPOCHS if target is None else CNN_MAX_EPOCHS) + 1):
+        net.train()
+        perm = torch.randperm(len(split), generator=gen).to(split.images.device)
+        for start in range(0, len(perm), BATCH):
+            x, y = split.batch(perm[start:start + BATCH])
+            loss = F.cross_entropy(net(x.to(device)), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        val_acc = accuracy(net.eval(), data.val)
+        log.info(f"cnn classifier epoch {epoch}: validation accuracy {val_acc:.4f}"
+                 + ("" if target is None else f" (target {target})"))
+        if target is not None and val_acc >= target:
+            break
+    if target is not None and val_acc < target:
+        log.warning(f"the {data.name} cnn classifier reached {val_acc:.4f} on the validation split after {epoch} "
+                    f"epochs, below its target {target}: the Fréchet numbers use it anyway (eval.json says its accuracy)")
+    return net.eval(), val_acc, epoch
+
+
+def load_paper_classifier(data, device: torch.device, cache_dir: str | None = None) -> tuple[ConvFeatureNet, float]:
+    """eval.classifier=cnn: the data set's ConvFeatureNet (eval mode) and its test accuracy, trained once to the data
+    set's TARGET_ACCURACY and cached as `<cache>/<data key>_classifier_cnn_v<CNN_VERSION>.pt`."""
+    path = cache_folder(cache_dir) / f"{data.key}_classifier_cnn_v{CNN_VERSION}.pt"
+    net = ConvFeatureNet(data.image_shape, data.n_classes)
+    if path.is_file():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(saved["model"])
+            return net.to(device).eval(), float(saved["test_acc"])
+        except Exception as e:  # noqa: BLE001 - a stale or broken cache is retrained, not fatal
+            log.warning(f"ignoring the unreadable classifier cache {path} ({type(e).__name__}): retraining")
+    target = TARGET_ACCURACY.get(data.name)
+    log.info(f"training the {data.name} cnn feature classifier once (to validation accuracy {target}); cached in {path}")
+    net, val_acc, epochs = train_to_target(data, device, target)
+    test_acc = accuracy(net, data.test)
+    save_atomic({"model": net.state_dict(), "test_acc": test_acc, "val_acc": val_acc, "epochs": epochs,
+                 "target": target, "version": CNN_VERSION}, path)
+    return net.to(device).eval(), test_acc
+
+
 def cached_json(path: Path, key: str, compute) -> dict:
     """`compute()` (a dict of plain numbers) stored under `key` in the JSON file `path`, computed only once."""
     def read() -> dict:

@@ -31,6 +31,40 @@ commands:
 
 Run `aecli COMMAND --help` for a command's own help."""
 
+COMMAND_HELP = {
+    "sample": """usage: aecli sample run=PATH [n=64] [mode=prior|interpolate|traverse] [label=K] [seed=0] [out=FILE] [device=auto]
+
+Draw a grid of images from a finished run's best checkpoint (or a checkpoint file given as run=).
+  run=PATH     a run folder (outputs/DATE/TIME) or a checkpoint file
+  n=64         images in the grid, 1 to 1024
+  mode=prior   prior: samples from the model's prior (one row per class for a cvae); interpolate: rows between the
+               codes of two test images; traverse: each row moves one code dimension across its range
+  label=K      only class K (a cvae's samples; the test images of class K for interpolate and traverse)
+  seed=0       the samples and the pairs chosen
+  out=FILE     the image to write (.png, .jpg, ...); default: the run's images/ folder, under a name no file has yet
+  device=auto  auto, cpu or cuda""",
+    "eval": """usage: aecli eval run=PATH [iw_samples=N] [seed=S] [device=auto]
+
+Score a finished run's best checkpoint (or a checkpoint file given as run=) on the test set: eval.json, the
+pictures and a table (docs/eval.md). With the run's own settings the numbers go to eval.json; another checkpoint,
+seed or iw_samples writes eval_<checkpoint>_seed<S>[_iw<N>].json beside it.
+  run=PATH       a run folder (outputs/DATE/TIME) or a checkpoint file
+  iw_samples=N   samples per image of the importance-weighted bound (vae, cvae)
+  seed=S         the seed of the sampled metrics (default: the run's)
+  device=auto    auto, cpu or cuda""",
+    "runs": """usage: aecli runs PATH... [sort=COLUMN] [columns=a,b,...]
+
+Compare runs side by side: each PATH is a run folder or any folder above run folders (a sweep, outputs/).
+  sort=COLUMN      any column; a leading - sorts descending (default: each run's optimized_metric, best first)
+  columns=a,b,...  the columns to show (default: the run, what varies, status, the optimized metric and a few
+                   test numbers that fit the terminal); summary.csv of a sweep has them all""",
+    "report": """usage: aecli report PATH... [out=FILE.html]
+
+One self-contained HTML page for runs or sweeps: the table, metric-against-setting plots, learning curves and each
+run's pictures (docs/report.md).
+  out=FILE.html    where to write it (default: report.html in the paths' common folder)""",
+}
+
 
 # -- train -------------------------------------------------------------------------------------------
 def check_group_choices(args: list[str], conf: Path) -> None:
@@ -134,6 +168,23 @@ def warn_ignored_sweeps(composed: list, swept: dict[str, list[str] | None]) -> N
                       f"same run", file=sys.stderr)
 
 
+HYDRA_HINTS = {  # what to do about the errors of Hydra's plugins a user meets
+    '"srun"': " (hydra/launcher=submitit_slurm submits to a SLURM cluster: run it on the cluster; "
+              "hydra/launcher=submitit_local runs the same jobs here)",
+    "No trials are completed yet": " (every trial failed: each job's train.log and the table above say why)",
+}
+QUIET_LOGGERS = ("optuna", "alembic", "alembic.runtime.migration")  # libraries' chatter a user cannot act on
+
+
+def from_aecli(error: BaseException) -> bool:
+    """Whether an exception was raised in aecli's own code (a bug), not in Hydra or a plugin."""
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    package = str(Path(__file__).resolve().parent)
+    return bool(frames) and frames[-1].filename.startswith(package)
+
+
 def train_main(args: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig
@@ -142,6 +193,8 @@ def train_main(args: list[str]) -> None:
     from aecli.job import protect_run_folders, run_job
 
     conf = config_dir()
+    if any(a.startswith("hparams_search=") for a in args):  # Optuna's space: hydra.sweeper.params.lambda=... is lambda=...
+        args = [a.removeprefix("hydra.sweeper.params.") for a in args]
     modes = [a for a in args if a in ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--run", "-r")]
     if modes and {"-m", "--multirun"} & set(args):
         fail(f"{modes[0]} and -m cannot be combined: {modes[0]} works on one composed config, drop -m")
@@ -158,7 +211,22 @@ def train_main(args: list[str]) -> None:
     if "COMP_LINE" in os.environ:
         os.environ["COMP_LINE"] = re.sub(r"^(\S+)\s+train(\s|$)", r"\1\2", os.environ["COMP_LINE"])
     sys.argv = ["aecli", *args]
-    run()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's and its plugins' errors reach us, to be said in one line
+    import logging
+
+    for name in QUIET_LOGGERS:  # their warnings still come through
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if any(a.startswith("hparams_search=") for a in args):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # optuna's own handler writes colour codes to pipes
+    try:
+        run()
+    except Exception as e:  # noqa: BLE001
+        if from_aecli(e):  # a bug of ours: its traceback is what a report needs
+            raise
+        hint = next((h for key, h in HYDRA_HINTS.items() if key in str(e)), "")
+        fail(f"the run could not start: {one_line(e)}{hint}")
     from aecli.sweep import LAST_SWEEP
 
     if LAST_SWEEP.get("failed"):  # scripts and CI notice a sweep with failed jobs
@@ -198,7 +266,7 @@ def sample_main(args: list[str]) -> None:
 def eval_main(args: list[str]) -> None:
     from aecli.evaluate import eval_command
 
-    kv = parse_kv(args, {"run": str, "iw_samples": int, "device": str, "seed": int}, "eval")
+    kv = parse_kv(args, {"run": str, "iw_samples": int, "device": str, "seed": int, "protocol": str}, "eval")
     if "run" not in kv:
         fail("eval: run=PATH is required (a run folder under outputs/, or a checkpoint file)")
     eval_command(**kv)
@@ -208,7 +276,7 @@ def runs_main(args: list[str]) -> None:
     from aecli.sweep import runs_command
 
     paths = [a for a in args if "=" not in a]
-    kv = parse_kv([a for a in args if "=" in a], {"sort": str}, "runs")
+    kv = parse_kv([a for a in args if "=" in a], {"sort": str, "columns": str}, "runs")
     if not paths:
         fail("runs: give one or more run or sweep folders, e.g. aecli runs outputs/multirun/DATE/TIME")
     runs_command(paths, **kv)
@@ -237,8 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         fail(f"unknown command {command!r}: allowed {', '.join(COMMANDS)} (aecli --help)")
-    if command != "train" and rest and rest[0] in ("-h", "--help"):
-        print(HELP)
+    if command != "train" and any(a in ("-h", "--help") for a in rest):
+        print(COMMAND_HELP[command])
         return
     try:
         COMMANDS[command](rest)

@@ -37,7 +37,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.progress": (lambda v: v in ("auto", "bar", "lines"), "auto, bar or lines"),
     "trainer.num_threads": (lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"),
     "trainer.compile": (lambda v: isinstance(v, bool), "true or false"),
-    "trainer.scheduler": (lambda v: v in ("none", "cosine", "step", "plateau"), "none, cosine, step or plateau"),
+    "trainer.scheduler": (lambda v: v in ("none", "cosine", "step", "plateau", "iwae"),
+                          "none, cosine, step, plateau or iwae"),
     "trainer.warmup_steps": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "trainer.min_lr_ratio": (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "trainer.step_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
@@ -76,6 +77,18 @@ def validate(cfg: DictConfig) -> None:
             continue
         if not ok(value):
             raise AecliError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
+    known = {"model", "lambda", "data", "net", "device", "trainer", "logger", "eval", "latent_dim", "epochs", "batch_size",
+             "lr", "seed", "resume", "optimized_metric", "report"}
+    extra = sorted(set(cfg) - known - {"hydra"})
+    if extra:
+        raise AecliError(f"{extra[0]} is not a key aecli reads (a +{extra[0]}=... adds it to the config): the "
+                         f"top-level keys are {', '.join(sorted(known))}")
+    from aecli.paths import config_dir
+
+    trainer_keys = set(OmegaConf.load(config_dir() / "trainer" / "default.yaml"))
+    extra = sorted(set(cfg.get("trainer") or {}) - trainer_keys)
+    if extra:
+        raise AecliError(f"trainer.{extra[0]} is not a trainer setting: allowed {', '.join(sorted(trainer_keys))}")
     if "lambda" not in cfg:
         raise AecliError("the model's yaml (conf/model/<name>.yaml) sets no top-level lambda: add `lambda: <its "
                          "default>` beside `model:`, the weight of the model's regularizer (0 when it has none)")

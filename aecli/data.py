@@ -28,7 +28,7 @@ import torch
 
 from aecli.errors import AecliError
 
-MIN_TRAIN_IMAGES = 2  # what a split must keep at least: a mean, a spread, a batch (data.val_size says so)
+TRAIN_SHARE = 0.5  # the validation split may take at most half of the training images
 
 
 BINARIZE = ("none", "dynamic", "static")  # data.binarize (module doc)
@@ -159,9 +159,10 @@ def make_splits(images: torch.Tensor, labels: torch.Tensor | None, test: tuple[t
     """{train_all: the images but the last `val_size`, train: its first `limit` (a view), val: the last
     `val_size`, test: as given}; images [N, C, H, W] uint8 (labels int64 or None), moved to `device`."""
     n = images.shape[0]
-    if not isinstance(val_size, int) or not MIN_TRAIN_IMAGES <= n - val_size or val_size < 1:
-        raise AecliError(f"data.val_size={val_size} is out of range for {n} training images: allowed 1.."
-                         f"{n - MIN_TRAIN_IMAGES} (at least {MIN_TRAIN_IMAGES} images must stay for training)")
+    most = max(1, int(n * TRAIN_SHARE))
+    if not isinstance(val_size, int) or not 1 <= val_size <= most:
+        raise AecliError(f"data.val_size={val_size} is out of range for {n} training images: allowed 1..{most} (at "
+                         f"least half of them stay for training)")
     n_train = n - val_size
 
     def to_split(x: torch.Tensor, y: torch.Tensor | None) -> Split:

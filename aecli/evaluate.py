@@ -40,20 +40,22 @@ from omegaconf import OmegaConf
 from aecli import metrics
 from aecli.checkpoint import find_checkpoint
 from aecli.classifier import VERSION as CLASSIFIER_VERSION
-from aecli.classifier import cache_folder, cached_json, load_classifier
+from aecli.classifier import CLASSIFIERS, CNN_VERSION, cache_folder, cached_json, load_classifier, load_paper_classifier
 from aecli.config import resolve_device
 from aecli.data import Data, Split
 from aecli.errors import AecliError
 from aecli.models.base import bernoulli_nll_of_probs
+from aecli.parzen import parzen_log_likelihood
 from aecli.paths import config_dir
-from aecli.plots import plot_code_scatter, recon_pairs, save_grid
+from aecli.plots import (class_rows, filter_images, plot_code_scatter, plot_contraction, recon_labels, recon_pairs,
+                         save_grid)
 from aecli.runs import load_run_data, load_trained
 from aecli.sampling import STEPS, draw_samples, interpolation_images
 
 log = logging.getLogger("aecli")
 
 BATCH = 1000  # images per forward pass
-IW_BATCH = 100  # images per pass of the importance-weighted bound
+IW_ROWS = 5000  # decoder rows per pass of the importance-weighted bound (images x samples): fastest on a CPU
 HEADLINE = ("recon_bce", "psnr", "probe_acc", "knn_acc", "iw_bound", "frechet")
 
 
@@ -62,41 +64,59 @@ class EvalSettings:
     """conf/eval/default.yaml, key for key (the yaml documents each)."""
 
     at_end: bool
+    protocol: str
     test_images: int | None
-    probe_train_images: int
+    probe_train_images: int | None
     probe_steps: int
     probe_l2: float
     knn_k: int
     jacobian_images: int
     iw_samples: int
-    iw_images: int
+    iw_images: int | None
     iw_chunk: int
     mmd_images: int
     frechet_images: int
     label_samples: int
     sparse_threshold: float
+    classifier: str
     classifier_epochs: int
+    parzen_samples: int | None
+    contraction_images: int
     cache_dir: str | None
     pictures: bool
 
 
 MINIMUM = {"test_images": 1, "probe_train_images": 1, "probe_steps": 1, "knn_k": 1, "jacobian_images": 1,
            "iw_samples": 1, "iw_images": 1, "iw_chunk": 1, "mmd_images": 2, "frechet_images": 2, "label_samples": 1,
-           "classifier_epochs": 1}
+           "classifier_epochs": 1, "parzen_samples": 2, "contraction_images": 1}
+ALL = ("test_images", "probe_train_images", "iw_images", "parzen_samples")  # null allowed: all images (parzen: off)
+PROTOCOLS = ("fast", "paper")
+#: eval.protocol=paper: the literature's protocol (docs/eval.md). It changes the keys a run left at their fast default
+#: (conf/eval/default.yaml) to these values; a key set to anything else keeps it, and a key given to `aecli eval`
+#: (`iw_samples=1000`) wins. null = every image of the split.
+PAPER = {"test_images": None, "probe_train_images": None, "iw_samples": 5000, "iw_images": None, "iw_chunk": 1000,
+         "frechet_images": 10000, "parzen_samples": 10000, "classifier": "cnn"}
 
 
 def eval_settings(eval_cfg=None, **overrides) -> EvalSettings:
-    """conf/eval/default.yaml, updated by a run's `eval` config and then by `overrides` (None = keep); checked."""
-    merged = OmegaConf.merge(OmegaConf.load(config_dir() / "eval" / "default.yaml"), eval_cfg or {},
-                             {k: v for k, v in overrides.items() if v is not None})
-    values = OmegaConf.to_container(merged, resolve=True)
+    """conf/eval/default.yaml, updated by a run's `eval` config, then by PAPER under protocol=paper, then by
+    `overrides` (None = keep); checked."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    default = OmegaConf.load(config_dir() / "eval" / "default.yaml")
+    merged = OmegaConf.merge(default, eval_cfg or {})
+    if given.get("protocol", merged.get("protocol")) == "paper":
+        merged = OmegaConf.merge(merged, {k: v for k, v in PAPER.items() if merged.get(k) == default.get(k)})
+    values = OmegaConf.to_container(OmegaConf.merge(merged, given), resolve=True)
     known = {f.name for f in fields(EvalSettings)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise AecliError(f"eval.{unknown[0]} is not an eval setting: allowed {', '.join(sorted(known))}")
+    for key, allowed in (("protocol", PROTOCOLS), ("classifier", CLASSIFIERS)):
+        if values[key] not in allowed:
+            raise AecliError(f"eval.{key}={values[key]!r} is not allowed: it must be one of {', '.join(allowed)}")
     for key, least in MINIMUM.items():
         v = values[key]
-        if key == "test_images" and v is None:
+        if key in ALL and v is None:
             continue
         if not isinstance(v, int) or isinstance(v, bool) or v < least:
             raise AecliError(f"eval.{key}={v!r} is not allowed: it must be an integer >= {least}")
@@ -154,10 +174,11 @@ def likelihood_bounds(model, split: Split, n: int, k: int, chunk: int) -> dict[s
     """The ELBO and the k-sample importance-weighted bound on log p(x), averaged over the first n images (nats).
 
     Both come from the same k log-weights per image (`model.elbo_terms`, drawn `chunk` at a time), so
-    iw_bound >= elbo image by image (see metrics.iw_bound).
+    iw_bound >= elbo image by image (see metrics.iw_bound). Each pass decodes about IW_ROWS codes: `chunk` samples
+    of IW_ROWS / chunk images (the decoder's matrix products stay large, its outputs stay in the cache).
     """
     elbo = iw = 0.0
-    for idx in chunks(n, split.images.device, IW_BATCH):
+    for idx in chunks(n, split.images.device, max(1, IW_ROWS // min(chunk, k))):
         x, y = split.batch(idx)
         log_w = torch.cat([model.elbo_terms(x, y, min(chunk, k - done)) for done in range(0, k, chunk)])
         elbo += metrics.elbo(log_w).sum().item()
@@ -170,6 +191,38 @@ def encoder_jacobian(model, split: Split, n: int) -> float:
     x, _ = split.batch(torch.arange(n, device=split.images.device))
     with torch.enable_grad():
         return metrics.jacobian_frobenius(lambda v, _: model.representation(v), x).mean().item()
+
+
+CONTRACTION_RADII = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 15.0)  # ||e||; a test image's norm is about 9
+
+
+@torch.no_grad()
+def contraction_curve(model, split: Split, n: int, generator: torch.Generator) -> list[float]:
+    """Rifai et al. 2011's contraction curve (Sec. 5.2, Fig. 3): for each radius r of CONTRACTION_RADII the mean over
+    the first n images of ||f(x + e) - f(x)|| / ||e||, e uniform on the sphere of radius r (isotropic), f the evaluated
+    code (model.representation)."""
+    x, _ = split.batch(torch.arange(n, device=split.images.device))
+    return metrics.contraction_ratios(model.representation, x, CONTRACTION_RADII, generator)
+
+
+def eval_classifier(data: Data, device: torch.device, s: EvalSettings):
+    """The feature classifier of eval.classifier, its test accuracy and its name in the floors' cache key."""
+    if s.classifier == "cnn":
+        net, acc = load_paper_classifier(data, device, s.cache_dir)
+        return net, acc, f"cnn-v{CNN_VERSION}"
+    net, acc = load_classifier(data, device, s.classifier_epochs, s.cache_dir)
+    return net, acc, f"v{CLASSIFIER_VERSION}e{s.classifier_epochs}"
+
+
+@torch.no_grad()
+def parzen(model, data: Data, n_samples: int, n_test: int, generator: torch.Generator) -> dict[str, float]:
+    """The Parzen-window log-likelihood of the test images under n_samples samples (aecli/parzen.py), the window
+    chosen on the validation images."""
+    device = data.test.images.device
+    samples = draw(model, n_samples, generator).flatten(1)
+    val = data.val.batch(torch.arange(len(data.val), device=device))[0]
+    test = data.test.batch(torch.arange(n_test, device=device))[0]
+    return parzen_log_likelihood(samples, val, test)
 
 
 @torch.no_grad()
@@ -215,16 +268,21 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
     torch.manual_seed(seed)  # elbo_terms and corrupt draw from the global generator
     generator = torch.Generator(device=device).manual_seed(seed)
     n_test = min(s.test_images or len(data.test), len(data.test))
-    n_train = min(s.probe_train_images, len(data.train_all))
+    n_train = min(s.probe_train_images or len(data.train_all), len(data.train_all))
     n_f = min(s.frechet_images, len(data.train_all), len(data.test))  # as many samples as test (and train) images
-    out: dict = {"test_images": n_test}
+    out: dict = {"protocol": s.protocol, "binarize": data.binarize, "test_images": n_test}
 
     out.update(reconstruction(model, data.test, n_test))
     z_test, y_test = encode_split(model, data.test, n_test)
     out["jacobian_fro"] = encoder_jacobian(model, data.test, min(s.jacobian_images, n_test))
+    out["contraction_radii"] = list(CONTRACTION_RADII)
+    out["contraction"] = contraction_curve(model, data.test, min(s.contraction_images, n_test),
+                                           torch.Generator(device=device).manual_seed(seed))
     if model.elbo:
-        out.update(likelihood_bounds(model, data.test, min(s.iw_images, len(data.test)), s.iw_samples, s.iw_chunk))
-        out["iw_samples"] = s.iw_samples
+        n_iw = min(s.iw_images or len(data.test), len(data.test))
+        start = time.perf_counter()
+        out.update(likelihood_bounds(model, data.test, n_iw, s.iw_samples, s.iw_chunk))
+        out.update(iw_samples=s.iw_samples, iw_images=n_iw, iw_seconds=round(time.perf_counter() - start, 1))
     if model.denoising:
         out.update(reconstruction(model, data.test, n_test, corrupt=model.corrupt))
     if model.sparse_code:
@@ -234,17 +292,20 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
         with torch.no_grad():
             out["mmd"] = metrics.mmd_gaussian(posterior_samples(model, data.test, m, generator),
                                               model.sample_prior(m, generator=generator).float())
+    if s.parzen_samples:
+        out.update(parzen(model, data, s.parzen_samples, n_test, torch.Generator(device=device).manual_seed(seed)))
     if not data.labeled:
         out["skipped"] = {k: f"the data set {data.name} has no labels" for k in NEEDS_LABELS}
         return out, (z_test, torch.zeros(len(z_test), dtype=torch.long, device=device))
 
     z_train, y_train = encode_split(model, data.train_all, n_train)
+    out["probe_train_images"] = n_train
     out["probe_acc"] = metrics.probe_accuracy(z_train, y_train, z_test, y_test, s.probe_steps, s.probe_l2,
                                               data.n_classes)
     out["knn_acc"] = metrics.knn_accuracy(z_train, y_train, z_test, y_test, s.knn_k, data.n_classes)
-    classifier, out["classifier_acc"] = load_classifier(data, device, s.classifier_epochs, s.cache_dir)
+    classifier, out["classifier_acc"], out["classifier"] = eval_classifier(data, device, s)
     key = (f"{data.key} train={n_train} test={n_test} k={s.knn_k} steps={s.probe_steps} l2={s.probe_l2} "
-           f"frechet={n_f} classifier=v{CLASSIFIER_VERSION}e{s.classifier_epochs}")
+           f"frechet={n_f} classifier={out['classifier']}")
     floors = cached_json(cache_folder(s.cache_dir) / "floors.json", key,
                          lambda: pixel_floors(data, s, n_train, n_test, n_f, classifier))
     out.update({k: v for k, v in floors.items() if k != "frechet_floor"})
@@ -327,16 +388,41 @@ def write_pictures(model, data: Data, codes: tuple[torch.Tensor, torch.Tensor], 
     plot_code_scatter(metrics.principal_components(z), y, data.classes or ["unlabeled"], plots / "codes.png",
                       title=f"test codes: {name}", axes=axes)
     x, y = data.test.batch(torch.arange(min(32, len(data.test)), device=data.test.images.device))
-    save_grid(recon_pairs(x, model.reconstruct(x, y)), images / "eval_recon.png")
+    pairs = recon_pairs(x, model.reconstruct(x, y))
+    save_grid(pairs, images / "eval_recon.png", title=f"{name}: test images and their reconstructions",
+              row_labels=recon_labels(len(pairs)))
     x, y = data.test.batch(torch.arange(min(1000, len(data.test)), device=data.test.images.device))
     y = torch.zeros(len(x), dtype=torch.long, device=x.device) if y is None else y
-    save_grid(interpolation_images(model, x, y, 8, seed), images / "eval_interpolation.png", nrow=STEPS)
+    save_grid(interpolation_images(model, x, y, 8, seed), images / "eval_interpolation.png", nrow=STEPS,
+              title=f"{name}: from one test image's code to another's")
     samples, nrow = draw_samples(model, 64, seed)
-    save_grid(samples, images / "eval_samples.png", nrow=nrow)
+    save_grid(samples, images / "eval_samples.png", nrow=nrow, title=f"{name}: samples from the prior",
+              row_labels=class_rows(nrow, len(samples), data.classes if model.conditional else None))
+
+
+def first_layer_weight(model) -> torch.Tensor | None:
+    """The weight [units, inputs] of the encoder's first layer when it is fully connected (net=mlp), else None."""
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, torch.nn.Module):
+        return None
+    first = next((m for m in encoder.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))), None)
+    return first.weight if isinstance(first, torch.nn.Linear) else None
+
+
+def write_curve_pictures(model, data: Data, results: dict, run_dir: Path) -> None:
+    """plots/contraction.png (the contraction curve in `results`) and, for an mlp encoder, plots/filters.png: the
+    first layer's weights as images."""
+    name = f"{model.name} on {data.name}"
+    if "contraction" in results:
+        plot_contraction({model.name: (results["contraction_radii"], results["contraction"])},
+                         run_dir / "plots" / "contraction.png", title=f"contraction: {name}")
+    weight = first_layer_weight(model)
+    if weight is not None:
+        save_grid(filter_images(weight, data.image_shape), run_dir / "plots" / "filters.png", nrow=10)
 
 
 def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto", seed: int | None = None,
-             data: Data | None = None, quiet: bool = False) -> dict:
+             data: Data | None = None, quiet: bool = False, protocol: str | None = None) -> dict:
     """Evaluate a run folder's best checkpoint (or a checkpoint file): eval.json, pictures, the table (a one-line
     summary when `quiet`, as in a sweep). `data`: the run's data set already loaded (the end of training), else it
     is loaded. Returns the metrics."""
@@ -344,7 +430,7 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
     model, ckpt, run_dir = load_trained(run, device=device)
     checkpoint = find_checkpoint(str(run), "best")
     cfg = ckpt["config"]
-    s = eval_settings(cfg.get("eval"), iw_samples=iw_samples)
+    s = eval_settings(cfg.get("eval"), iw_samples=iw_samples, protocol=protocol)
     seed = cfg.get("seed", 0) if seed is None else seed
     threads = (cfg.get("trainer") or {}).get("num_threads")
     if threads:
@@ -353,8 +439,9 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
     results, codes = evaluate(model, data, s, seed)
     if s.pictures:
         write_pictures(model, data, codes, run_dir, seed)
-    path = run_dir / "eval.json"
-    record = {"model": model.name, "data": data.name, "checkpoint": str(checkpoint),
+        write_curve_pictures(model, data, results, run_dir)
+    path = run_dir / eval_file(checkpoint, seed == cfg.get("seed", 0), iw_samples, seed)
+    record = {"model": model.name, "data": data.name, "checkpoint": str(checkpoint), "seed": seed,
               "code": model.representation_note, **results}
     try:
         path.write_text(json.dumps(record, indent=1) + "\n")
@@ -368,6 +455,15 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
     return {k: v for k, v in results.items() if k != "skipped"}
 
 
-def eval_command(run: str, iw_samples: int | None = None, device: str = "auto", seed: int | None = None) -> dict:
-    """`aecli eval run=PATH [iw_samples=N device=... seed=N]`."""
-    return run_eval(run, iw_samples=iw_samples, device=device, seed=seed)
+def eval_file(checkpoint: Path, run_seed: bool, iw_samples: int | None, seed: int) -> str:
+    """eval.json for the run's best checkpoint under the run's own settings; any other checkpoint or settings get a
+    file of their own (eval_last_seed3.json, eval_best_seed0_iw5000.json), so no evaluation replaces another."""
+    if checkpoint.name == "best.pt" and run_seed and iw_samples is None:
+        return "eval.json"
+    return f"eval_{checkpoint.stem}_seed{seed}" + (f"_iw{iw_samples}" if iw_samples is not None else "") + ".json"
+
+
+def eval_command(run: str, iw_samples: int | None = None, device: str = "auto", seed: int | None = None,
+                 protocol: str | None = None) -> dict:
+    """`aecli eval run=PATH [iw_samples=N device=... seed=N protocol=fast|paper]`."""
+    return run_eval(run, iw_samples=iw_samples, device=device, seed=seed, protocol=protocol)

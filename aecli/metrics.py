@@ -153,6 +153,23 @@ def jacobian_frobenius(f, x: torch.Tensor, y: torch.Tensor | None = None, chunk:
     return torch.cat(out)
 
 
+@torch.no_grad()
+def contraction_ratios(f, x: torch.Tensor, radii, generator: torch.Generator | None = None) -> list[float]:
+    """The contraction curve of a map f: [B, ...] -> [B, D] around the inputs x (Rifai et al. 2011, Sec. 5.2):
+
+        ratio(r) = mean_x ||f(x + e) - f(x)|| / ||e||,   e = r u / ||u||, u ~ N(0, I)   (e uniform on the sphere)
+
+    one e per input and radius. Below 1 the map contracts the neighbourhood of x at that distance; as r -> 0 it tends
+    to the mean ||J_f(x) u||, u a random unit direction (= ||J_f(x)||_F / sqrt(input size) on average)."""
+    fx = f(x).float()
+    out = []
+    for r in radii:
+        u = torch.randn(x.shape, device=x.device, generator=generator)
+        e = u * (r / u.flatten(1).norm(dim=1)).view(-1, *[1] * (x.dim() - 1))
+        out.append(((f(x + e).float() - fx).flatten(1).norm(dim=1) / r).mean().item())
+    return out
+
+
 def activation_stats(codes: torch.Tensor, threshold: float = 0.05) -> tuple[float, float]:
     """For code activations in [0, 1] (a sparse autoencoder's sigmoid code): the mean activation, and the
     fraction of units whose mean activation over the inputs is below `threshold`."""

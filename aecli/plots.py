@@ -20,17 +20,40 @@ def make_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2, pad_value: floa
     return grid
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, pad: int = 2) -> Path:
-    """Save images [N, 1, 28, 28] in [0, 1] as one PNG grid, nrow images per row (PIL only: no torchvision import)."""
-    from PIL import Image
+MIN_CELL = 56  # pixels: images are enlarged (nearest neighbour, a whole factor) until a cell is at least this tall
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, pad: int = 2, title: str | None = None,
+              row_labels: list[str] | None = None) -> Path:
+    """Save images [N, C, H, W] in [0, 1] as one image grid (its type from the file name), nrow images per row,
+    enlarged to cells of at least MIN_CELL pixels, with a title above it and a label before each row when given
+    (PIL only: no torchvision import)."""
+    from PIL import Image, ImageDraw, ImageFont
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, pad=pad)
+    images = images.detach().float().clamp(0, 1).cpu()
+    scale = max(1, -(-MIN_CELL // images.shape[2]))
+    images = images.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+    grid = make_grid(images, nrow=nrow, pad=pad * scale)
     pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
-    mode = "L" if pixels.shape[0] == 1 else "RGB"
-    array = pixels[0] if mode == "L" else pixels.permute(1, 2, 0)
-    Image.fromarray(array.numpy(), mode=mode).save(path)
+    colour = pixels.shape[0] != 1
+    picture = Image.fromarray((pixels.permute(1, 2, 0) if colour else pixels[0]).numpy(), mode="RGB" if colour else "L")
+    if title or row_labels:
+        font = ImageFont.load_default(size=14)
+        left = 8 + max((int(font.getlength(t)) for t in row_labels or [""]), default=0) if row_labels else 0
+        top = 24 if title else 0
+        canvas = Image.new(picture.mode, (picture.width + left, picture.height + top), 255 if not colour else "white")
+        canvas.paste(picture, (left, top))
+        draw = ImageDraw.Draw(canvas)
+        ink = 0 if not colour else "black"
+        if title:
+            draw.text((4, 4), title, fill=ink, font=font)
+        cell = images.shape[2] + pad * scale
+        for r, label in enumerate(row_labels or []):
+            draw.text((4, top + pad * scale + r * cell + images.shape[2] // 2 - 7), label, fill=ink, font=font)
+        picture = canvas
+    picture.save(path)
     return path
 
 
@@ -42,12 +65,26 @@ def recon_pairs(inputs: torch.Tensor, recons: torch.Tensor, per_row: int = 8) ->
     return torch.stack([a, b], dim=1).reshape(-1, *inputs.shape[1:])
 
 
-def plot_losses(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Training and validation loss per epoch (and val_recon), from metrics rows."""
+def recon_labels(n_images: int, per_row: int = 8) -> list[str]:
+    """The row labels of a recon_pairs grid: input, reconstruction, input, ..."""
+    return ["input", "reconstruction"] * (n_images // per_row)
+
+
+def class_rows(nrow: int, n_images: int, classes: list[str] | None) -> list[str] | None:
+    """Row labels for a grid drawn one row per class (a cvae's samples), else None."""
+    if not classes or n_images // nrow != len(classes):
+        return None
+    return [f"class {c}" for c in classes]
+
+
+def plot_losses(rows: list[dict], path: Path, title: str = "", units: str = "nats per image",
+                best_epoch: int | None = None) -> Path:
+    """Training and validation loss per epoch (and val_recon), from metrics rows: every epoch, the best one marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,8 +93,14 @@ def plot_losses(rows: list[dict], path: Path, title: str = "") -> Path:
     for key, style in (("train_loss", "-o"), ("val_loss", "-s"), ("val_recon", "--")):
         if rows and key in rows[0]:
             ax.plot(epochs, [r[key] for r in rows], style, label=key, markersize=3)
+    if best_epoch is not None and any(r["epoch"] == best_epoch for r in rows):
+        best = next(r for r in rows if r["epoch"] == best_epoch)
+        ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1)
+        ax.plot([best_epoch], [best["val_loss"]], "*", color="black", markersize=10,
+                label=f"best.pt (epoch {best_epoch})")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per image")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel(units)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -89,6 +132,43 @@ def plot_code_scatter(points: torch.Tensor, labels: torch.Tensor, classes: list[
     ax.set_ylabel(axes[1])
     ax.set_title(title)
     ax.legend(markerscale=4, fontsize=7, loc="best", frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def filter_images(weight: torch.Tensor, image_shape, n: int = 100) -> torch.Tensor:
+    """The first n rows of a first-layer weight [units, inputs] as images [n, C, H, W] in [0, 1]: each row's first
+    C*H*W inputs (a condition joined after the pixels is left out), scaled by its largest |w| so that grey is 0,
+    white positive, black negative (the filters of Ng's notes and Vincent et al. 2010, Fig. 6)."""
+    size = 1
+    for d in image_shape:
+        size *= int(d)
+    w = weight.detach().float().cpu()[:n, :size]
+    w = 0.5 + 0.5 * w / w.abs().amax(1, keepdim=True).clamp(min=1e-12)
+    return w.view(-1, *image_shape)
+
+
+def plot_contraction(curves: dict, path: Path, title: str = "") -> Path:
+    """Contraction curves, {label: (radii, ratios)}: mean ||f(x + e) - f(x)|| / ||e|| against ||e|| (Rifai et al.
+    2011, Fig. 3), one line per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for label, (radii, ratios) in curves.items():
+        ax.plot(radii, ratios, "-o", label=label, markersize=3)
+    ax.set_xlabel("||e||, the distance from a test image")
+    ax.set_ylabel("mean ||f(x + e) - f(x)|| / ||e||")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

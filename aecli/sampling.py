@@ -15,6 +15,8 @@ from aecli.errors import AecliError
 from aecli.plots import save_grid
 
 MODES = ("prior", "interpolate", "traverse")
+MAX_IMAGES = 1024  # one grid: 32 x 32 images at most (n=100000 once made a 9482x9512 PNG)
+IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 STEPS = 8  # images per row of an interpolation or traversal
 RANGE_IMAGES = 1000  # test images whose codes set each latent dimension's traversal range
 
@@ -80,6 +82,15 @@ def traversal_images(model, x: torch.Tensor, y: torch.Tensor, rows: int, seed: i
     return model.mean_image(model.decode(z, y[i].repeat(rows * steps)))
 
 
+def unused(path: Path) -> Path:
+    """`path`, or `path` with _1, _2, ... before its extension: a name no file has yet."""
+    k, candidate = 0, path
+    while candidate.exists():
+        k += 1
+        candidate = path.with_name(f"{path.stem}_{k}{path.suffix}")
+    return candidate
+
+
 def check_label(label: int, n_classes: int) -> None:
     if not 0 <= label < n_classes:
         raise AecliError(f"label={label} is out of range: allowed 0..{n_classes - 1}")
@@ -103,25 +114,40 @@ def test_images(ckpt: dict, device: torch.device, label: int | None = None) -> t
 
 def sample_command(run: str, n: int = 64, out: str | None = None, seed: int = 0,
                    label: int | None = None, device: str = "auto", mode: str = "prior") -> Path:
-    """Write a grid of n images: prior samples, interpolations or traversals (n // 8 rows of 8; see the module doc)."""
-    if n < 1:
-        raise AecliError(f"n={n} is not allowed: n must be an integer >= 1")
+    """Write a grid of n images: prior samples, interpolations or traversals (n // 8 rows of 8; see the module doc).
+    `out` is the file to write (its extension says the image type); without it the grid goes into the run's
+    images/ folder under a name that never replaces an earlier grid."""
+    if not 1 <= n <= MAX_IMAGES:
+        raise AecliError(f"n={n} is not allowed: one grid holds 1 to {MAX_IMAGES} images")
     if mode not in MODES:
         raise AecliError(f"mode={mode!r} is not allowed: mode must be one of {', '.join(MODES)}")
+    if out is not None and Path(out).suffix.lower() not in IMAGE_TYPES:
+        raise AecliError(f"out={out} has no image type: end it with one of {', '.join(IMAGE_TYPES)}")
     from aecli.config import resolve_device
     from aecli.runs import load_trained
 
+    from aecli.plots import class_rows
+
     model, ckpt, run_dir = load_trained(run, device=device)
+    classes = (ckpt.get("data") or {}).get("classes")
+    of_class = "" if label is None else f" of class {classes[label] if classes and label < len(classes) else label}"
     if mode == "prior":
         images, nrow = draw_samples(model, n, seed, label)
         name = f"samples_label{label}_seed{seed}.png" if label is not None else f"samples_seed{seed}.png"
+        title, rows = f"{model.name}: samples from the prior{of_class}", class_rows(nrow, len(images), classes
+                                                                                   if model.conditional else None)
     else:
         x, y = test_images(ckpt, resolve_device(device), label)
         make = interpolation_images if mode == "interpolate" else traversal_images
         images, nrow = make(model, x, y, max(1, n // STEPS), seed), STEPS
         name = f"{mode}{'' if label is None else f'_label{label}'}_seed{seed}.png"
-    target = Path(out) if out else run_dir / "images" / name
+        if mode == "interpolate":
+            title, rows = f"{model.name}: from one test image's code to another's{of_class}", None
+        else:
+            title = f"{model.name}: one test image's code, each row moving one dimension (2nd to 98th percentile)"
+            rows = [f"z{j + 1}" for j in range(len(images) // STEPS)]
+    target = Path(out) if out else unused(run_dir / "images" / name)
     try:
-        return save_grid(images, target, nrow=nrow)
+        return save_grid(images, target, nrow=nrow, title=title, row_labels=rows)
     except OSError as e:
         raise AecliError(f"cannot write {target} ({e.strerror}): choose a writable out=FILE")

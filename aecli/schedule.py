@@ -6,6 +6,8 @@
     cosine    lr_t = lr * (m + (1 - m) (1 + cos(pi t / T)) / 2)     t the step, T the run's steps, m = min_lr_ratio
     step      lr_t = lr * gamma ** floor((epoch - 1) / step_size)   epoch counted from 1
     plateau   lr_t = lr * gamma ** k, k the times the monitored metric went `patience` epochs without improving
+    iwae      lr_t = lr * 10 ** (-i / 7) in stage i = 0, 1, ..., which lasts 3 ** i epochs: Burda et al. 2015's
+              schedule (Sec. 5; 3^0 + ... + 3^7 = 3,280 epochs), constant after the last stage a run reaches
 
 and with `trainer.warmup_steps` = W > 0 every one of them is multiplied by min(1, t / W) (t counted from 1): a
 linear warm-up. The rate is a function of the step, the epoch and, for plateau, k: it is set on every optimizer (the
@@ -21,7 +23,16 @@ from __future__ import annotations
 
 import math
 
-SCHEDULERS = ("none", "cosine", "step", "plateau")
+SCHEDULERS = ("none", "cosine", "step", "plateau", "iwae")
+
+
+def iwae_stage(epoch: int) -> int:
+    """The stage i of the iwae schedule that epoch `epoch` (from 1) falls in: stage i holds 3 ** i epochs."""
+    stage, end = 0, 1
+    while epoch > end:
+        stage += 1
+        end += 3 ** stage
+    return stage
 
 
 def improved(value: float, best: float | None, delta: float, maximize: bool) -> bool:
@@ -50,6 +61,8 @@ class LrSchedule:
             f = self.gamma ** ((epoch - 1) // self.step_size)
         elif self.name == "plateau":
             f = self.gamma ** self.reductions
+        elif self.name == "iwae":
+            f = 10 ** (-iwae_stage(epoch) / 7)
         else:
             f = 1.0
         if self.warmup_steps > 0:

@@ -78,7 +78,7 @@ def eval_metrics(run_dir: Path) -> dict[str, float]:
     if not path.is_file():
         return {}
     return {k if k.startswith("test") else f"test_{k}": float(v) for k, v in flatten(json.loads(path.read_text())).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"}
 
 
 def _float(v: Any) -> float | None:
@@ -151,11 +151,19 @@ if not OmegaConf.has_resolver("aecli_direction"):
     OmegaConf.register_new_resolver("aecli_direction", direction)
 
 
+def short(override: str) -> str:
+    """An override with its long numbers cut to 4 significant digits for the eye (lr=0.0084591265 -> lr=0.008459)."""
+    import re
+
+    return re.sub(r"(?<![\w.])-?\d+\.\d{5,}(?:e-?\d+)?", lambda m: f"{float(m.group()):.4g}", override)
+
+
 def varying_overrides(rows: list[dict]) -> tuple[list[str], list[str]]:
-    """Each row's overrides that differ between the rows, and the ones every row shares (shown once)."""
+    """Each row's overrides that differ between the rows, and the ones every row shares (shown once), with long
+    numbers shortened (summary.csv keeps them whole)."""
     split = [r["overrides"].split() for r in rows]
     common = [o for o in split[0] if all(o in s for s in split[1:])] if len(rows) > 1 else []
-    return [" ".join(o for o in s if o not in common) for s in split], common
+    return [" ".join(short(o) for o in s if o not in common) for s in split], [short(o) for o in common]
 
 
 def cell(column: str, v: Any) -> str:
@@ -166,41 +174,78 @@ def cell(column: str, v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def print_table(rows: list[dict], title: str) -> None:
-    """The rows as a rich table. What every row shares (overrides, test numbers such as the pixel floors) is
-    printed once below it rather than as a column, so the columns are what differs."""
+HEADLINE = ("test_recon_bce", "test_probe_acc", "test_knn_acc", "test_iw_bound", "test_frechet", "test_mmd")
+PIPE_WIDTH = 100  # the table's width when the output is not a terminal (a file, a pipe, a cluster log)
+
+
+def table_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((PIPE_WIDTH, 24)).columns if sys.stdout.isatty() else \
+        int(os.environ.get("COLUMNS", PIPE_WIDTH))
+
+
+def compact_columns(rows: list[dict], chosen: list[str] | None, width: int) -> list[str]:
+    """The columns of the table: `chosen`, or the run, what varies, the status, the optimized metric, then the
+    headline test numbers and the best epoch's val numbers as long as they fit `width` (summary.csv has every
+    column)."""
+    present = set(columns(rows))
+    if chosen:
+        unknown = [c for c in chosen if c not in present]
+        if unknown:
+            raise AecliError(f"runs: columns={unknown[0]} is not a column of these runs: allowed "
+                             f"{', '.join(c for c in columns(rows) if c != 'optimized_metric')}")
+        return chosen
+    cols = ["run", "overrides", "status", "optimized"]
+    optional = [c for c in (*HEADLINE, "val_loss", "epoch", "seconds") if c in present]
+    budget = width - 4 - sum(_width(rows, c) + 3 for c in cols)
+    for c in optional:
+        need = _width(rows, c) + 3
+        if need <= budget:
+            cols.append(c)
+            budget -= need
+    return cols
+
+
+def _width(rows: list[dict], column: str) -> int:
+    shown = [cell(column, r.get(column)) for r in rows]
+    if column == "overrides":
+        shown = varying_overrides(rows)[0]
+    return min(max([len(column), *map(len, shown)]), 40)
+
+
+def print_table(rows: list[dict], title: str, chosen: list[str] | None = None) -> None:
+    """The rows as a compact rich table that fits the terminal: what every row shares (overrides) is said once
+    below it, errors follow one line each, and no colour codes go to a file or a pipe."""
     from rich.console import Console
     from rich.table import Table
 
+    width = table_width()
     shown, common = varying_overrides(rows)
-    tests = [c for c in columns(rows) if c.startswith("test_")]
-    evaluated = [r for r in rows if any(r.get(c) is not None for c in tests)]
-    same = {c: evaluated[0].get(c) for c in tests if all(r.get(c) == evaluated[0].get(c) for r in evaluated)}
-    notes = [f"every run: {' '.join(common)}"] if common else []
-    if same:
-        who = f"test ({evaluated[0]['run']})" if len(evaluated) == 1 else "test, the same in every run"
-        notes.append(f"{who}: " + ", ".join(f"{c.removeprefix('test_')} {cell(c, v)}" for c, v in same.items()))
-    cols = [c for c in columns(rows) if c not in ("error", "optimized_metric") and c not in same]
+    cols = compact_columns(rows, chosen, width)
     metrics = {r.get("optimized_metric") for r in rows} - {None}
-    table = Table(title=title, caption="\n".join(notes) or None)
+    table = Table(title=title, caption=f"every run: {' '.join(common)}" if common else None, caption_justify="left")
     for c in cols:
-        header = f"{c} ({metrics.pop()})" if c == "optimized" and len(metrics) == 1 else c
-        table.add_column(header, justify="left" if c in ("run", "overrides", "status") else "right", overflow="fold")
+        header = metrics.pop() if c == "optimized" and len(metrics) == 1 else c.removeprefix("test_")
+        table.add_column(header, justify="left" if c in ("run", "overrides", "status") else "right",
+                         overflow="ellipsis" if c == "overrides" else "fold", max_width=40)
     for row, overrides in zip(rows, shown):
         table.add_row(*(overrides if c == "overrides" else cell(c, row.get(c)) for c in cols),
                       style="red" if row["status"] != "ok" else None)
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = Console(width=width, highlight=False)
     console.print(table)
     for row in rows:
         if row.get("error"):
-            console.print(f"[red]{row['run']} {row['status']}:[/red] {row['error']}", highlight=False)
+            line = f"{row['run']} {row['status']}: {' '.join(str(row['error']).split())}"
+            console.print(line if len(line) <= width else line[:width - 1] + "…", style="red", soft_wrap=True)
 
 
-def runs_command(paths: list[str], sort: str | None = None) -> list[dict]:
-    """`aecli runs PATH... [sort=METRIC]`: the table for any set of run or sweep folders."""
+def runs_command(paths: list[str], sort: str | None = None, columns: str | None = None) -> list[dict]:
+    """`aecli runs PATH... [sort=METRIC] [columns=a,b]`: the table for any set of run or sweep folders."""
     rows = sort_rows(collect([Path(p) for p in paths]), sort)
     failed = sum(r["status"] != "ok" for r in rows)
-    print_table(rows, f"{len(rows)} runs" + (f", {failed} not ok" if failed else ""))
+    print_table(rows, f"{len(rows)} runs" + (f", {failed} not ok" if failed else ""),
+                [c.strip() for c in columns.split(",") if c.strip()] if columns else None)
     return rows
 
 

@@ -237,6 +237,14 @@ class Trainer:
                              f"labelled images (data.path with labels) or an unconditional model")
         if self.model.start_warning():
             log.warning(self.model.start_warning())
+        pixels = math.prod(self.data.image_shape)
+        if cfg.latent_dim > pixels:
+            n_params = sum(p.numel() for p in self.model.parameters())
+            log.warning(f"latent_dim={cfg.latent_dim} is larger than the {pixels} pixels of an image: the code can "
+                        f"copy the image ({n_params:,} parameters); an overcomplete code needs a regularizer")
+        if cfg.batch_size > len(self.data.train):
+            log.warning(f"batch_size={cfg.batch_size} is larger than the {len(self.data.train)} training images: "
+                        f"each epoch is one step of {len(self.data.train)} images")
         if "lambda" in self.model.ignores and cfg["lambda"] != 0:
             log.warning(f"model={self.model.name} ignores lambda={cfg['lambda']}: it has no regularizer weight "
                         f"(README.md, Models)")
@@ -332,7 +340,8 @@ class Trainer:
                 log.info(self.epoch_line(row))
                 if self.stop_signal:  # arrived during validation: last.pt of this epoch is written
                     raise self.interrupted(f"at the end of epoch {state.epoch}")
-        self.writer.loss_plot(state.rows, f"{self.model.name} on {self.data.name}")
+        self.writer.loss_plot(state.rows, f"{self.model.name} on {self.data.name}", self.model.loss_units,
+                              state.best_epoch)
         log.info(f"done: best val_loss {state.best_val:.4f} (epoch {state.best_epoch}); run folder {self.run_dir}")
         return state.best_val
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from aecli.checkpoint import save_atomic
-from aecli.plots import plot_losses, recon_pairs, save_grid
+from aecli.plots import class_rows, plot_losses, recon_labels, recon_pairs, save_grid
 from aecli.sampling import draw_samples
 
 RECON_IMAGES = 32  # validation images in each epoch's reconstruction grid
@@ -53,9 +53,13 @@ class RunWriter:
         split = data.val
         x, y = split.batch(torch.arange(min(RECON_IMAGES, len(split)), device=split.images.device))
         recon = recon_pairs(x, model.reconstruct(x, y))
-        save_grid(recon, self.run_dir / "images" / f"recon_epoch_{epoch:03d}.png")
+        name = f"{model.name} on {data.name}, epoch {epoch}"
+        save_grid(recon, self.run_dir / "images" / f"recon_epoch_{epoch:03d}.png",
+                  title=f"{name}: validation images and their reconstructions", row_labels=recon_labels(len(recon)))
         samples, nrow = draw_samples(model, SAMPLES, seed=seed)
-        save_grid(samples, self.run_dir / "images" / f"samples_epoch_{epoch:03d}.png", nrow=nrow)
+        save_grid(samples, self.run_dir / "images" / f"samples_epoch_{epoch:03d}.png", nrow=nrow,
+                  title=f"{name}: samples from the prior", row_labels=class_rows(nrow, len(samples),
+                                                                                 data.classes if model.conditional else None))
         self.logger.log_images(epoch, {"recon": recon, "samples": samples})
         model.train(was_training)
 
@@ -64,5 +68,5 @@ class RunWriter:
         for name in names:
             save_atomic(state, self.run_dir / "checkpoints" / name)
 
-    def loss_plot(self, rows: list[dict], title: str) -> None:
-        plot_losses(rows, self.run_dir / "plots" / "loss.png", title=title)
+    def loss_plot(self, rows: list[dict], title: str, units: str, best_epoch: int) -> None:
+        plot_losses(rows, self.run_dir / "plots" / "loss.png", title=title, units=units, best_epoch=best_epoch)

@@ -1,4 +1,12 @@
-"""Shared fixtures: a laid-out data root (real IDX files), tiny configs, and the CLI in a subprocess."""
+"""Shared fixtures: a laid-out data root (IDX files), tiny configs, and the CLI in a subprocess.
+
+The data: the real MNIST and Fashion-MNIST files when they are at hand ($AECLI_TEST_DATA_ROOT, $AECLI_DATA_ROOT,
+or laid out by ../shared/data/seed-data.sh beside the repository); else files this suite writes in the official
+IDX format, with the official counts and class histograms and digit-like class patterns, so every test of the
+format, the CLI and the models still runs. Tests that need the real images are marked `real_data`: without them
+they are skipped, and the run ends with one line saying how many and how to lay the files out.
+AECLI_TEST_WRITE_DATA=1 runs the suite on written files even where the real ones are at hand.
+"""
 
 from __future__ import annotations
 
@@ -47,17 +55,79 @@ def as_net(spec: dict):
     return {"mlp": MLP, "conv": Conv}[spec.pop("name")](**spec)
 
 
+def real_root() -> Path | None:
+    """A folder holding the real MNIST files: $AECLI_TEST_DATA_ROOT, then $AECLI_DATA_ROOT (what users set to train)."""
+    for var in ("AECLI_TEST_DATA_ROOT", "AECLI_DATA_ROOT"):
+        given = os.environ.get(var)
+        if given and (Path(given).expanduser() / "MNIST" / "raw").is_dir():
+            return Path(given).expanduser()
+    return None
+
+
+SYNTHETIC: list[bool] = []  # set when the session runs on written files, for the closing line
+
+
+def write_idx_like(root: Path) -> None:
+    """MNIST and Fashion-MNIST in the official IDX format under root/<folder>/raw: the official sizes, counts and
+    class histograms, each class a fixed 28x28 stroke pattern, shifted and noised per image (learnable, not real)."""
+    import numpy as np
+
+    from aecli.datasets.fashion_mnist import FashionMNIST
+    from aecli.datasets.mnist import MNIST
+
+    for seed, cls in enumerate((MNIST, FashionMNIST)):
+        g = np.random.default_rng(seed)
+        templates = (g.random((10, 7, 7)) > 0.6).repeat(4, 1).repeat(4, 2).astype(np.float32)  # ten 28x28 patterns
+        raw = root / cls.folder / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for split, (image_stem, label_stem) in (("train", ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")),
+                                                ("test", ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))):
+            labels = np.repeat(np.arange(10), cls.counts[split]).astype(np.uint8)
+            g.shuffle(labels)
+            images = templates[labels]
+            shift = g.integers(-2, 3, size=(len(labels), 2))
+            for axis in (0, 1):
+                for k in (-2, -1, 1, 2):
+                    rows = shift[:, axis] == k
+                    images[rows] = np.roll(images[rows], k, axis=1 + axis)
+            images = np.clip(images * 0.9 + 0.1 * g.random(images.shape, dtype=np.float32), 0, 1)
+            (raw / image_stem).write_bytes((2051).to_bytes(4, "big") + b"".join(
+                d.to_bytes(4, "big") for d in (len(labels), 28, 28)) + (images * 255).astype(np.uint8).tobytes())
+            (raw / label_stem).write_bytes((2049).to_bytes(4, "big") + len(labels).to_bytes(4, "big") + labels.tobytes())
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
-    """MNIST and Fashion-MNIST in torchvision's layout: $AECLI_TEST_DATA_ROOT if set, else laid out once."""
-    given = os.environ.get("AECLI_TEST_DATA_ROOT")
-    if given and (Path(given) / "MNIST" / "raw").is_dir():
-        return Path(given)
+    """A data root holding MNIST and Fashion-MNIST in torchvision's layout (module doc)."""
+    given = None if os.environ.get("AECLI_TEST_WRITE_DATA") else real_root()
+    if given is not None:
+        return given
     root = tmp_path_factory.mktemp("data")
-    if not SEED_DATA.is_file():
-        pytest.skip(f"no data: set AECLI_TEST_DATA_ROOT or provide {SEED_DATA}")
-    subprocess.run(["bash", str(SEED_DATA), str(root)], check=True, capture_output=True)
+    if SEED_DATA.is_file() and not os.environ.get("AECLI_TEST_WRITE_DATA"):
+        subprocess.run(["bash", str(SEED_DATA), str(root)], check=True, capture_output=True)
+        return root
+    write_idx_like(root)
+    SYNTHETIC.append(True)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _real_data_only(request):
+    """A test marked real_data needs the real images: skipped on written files (the closing line counts them)."""
+    if request.node.get_closest_marker("real_data") and "data_root" in request.fixturenames:
+        request.getfixturevalue("data_root")
+        if SYNTHETIC:
+            pytest.skip("needs the real MNIST and Fashion-MNIST images")
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "real MNIST" in str(r.longrepr)]
+    if SYNTHETIC or skipped:
+        terminalreporter.write_line(
+            f"aecli: {len(skipped)} tests need the real MNIST and Fashion-MNIST images and were skipped (the rest ran "
+            f"on IDX files the suite wrote): download the four files of each data set (README.md, Data) into "
+            f"DIR/MNIST/raw and DIR/FashionMNIST/raw, then AECLI_TEST_DATA_ROOT=DIR uv run pytest -q",
+            red=True, bold=True)
 
 
 def tiny_overrides(data_root: Path, net: str = "mlp", **extra) -> list[str]:

@@ -63,13 +63,32 @@ def test_sample_writes_a_grid_where_it_says(vae_run, tmp_path):
     proc = run_cli("sample", f"run={run}", "n=16", f"out={target}", "seed=3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert str(target) in proc.stdout
-    with Image.open(target) as im:
-        assert im.size == (4 * 28 + 5 * 2, 4 * 28 + 5 * 2)  # 4x4 grid, 2-pixel padding
+    with Image.open(target) as im:  # 4x4 cells of 28 pixels drawn at 2x with their padding, under a title line
+        assert im.size[0] == 4 * 56 + 5 * 4 and im.size[1] == 4 * 56 + 5 * 4 + 24
     again = tmp_path / "again.png"
     run_cli("sample", f"run={run}", "n=16", f"out={again}", "seed=3", cwd=tmp_path)
     assert target.read_bytes() == again.read_bytes()  # the seed fixes the samples
-    default = run_cli("sample", f"run={run}", "n=4", cwd=tmp_path)
-    assert default.returncode == 0 and str(run) in default.stdout
+    first = run_cli("sample", f"run={run}", "n=4", cwd=tmp_path)
+    second = run_cli("sample", f"run={run}", "n=4", cwd=tmp_path)  # the same name taken: a new one, never replaced
+    assert first.returncode == second.returncode == 0 and str(run) in first.stdout
+    assert "samples_seed0.png" in first.stdout and "samples_seed0_1.png" in second.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("n=100000",), "one grid holds 1 to 1024 images"),
+    (("out=grid",), "out=grid has no image type"),
+    (("out=grid.bmpx",), "out=grid.bmpx has no image type"),
+])
+def test_sample_refuses_what_it_cannot_write_in_one_line(vae_run, tmp_path, args, needle):
+    run, _ = vae_run
+    proc = run_cli("sample", f"run={run}", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and needle in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["sample", "eval", "runs", "report"])
+def test_every_command_has_its_own_help(command, tmp_path):
+    proc = run_cli(command, "--help", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: aecli {command}")
 
 
 def test_help_and_composed_config(tmp_path):
@@ -91,6 +110,10 @@ def test_help_and_composed_config(tmp_path):
     (("device=cuda",), "cuda"),
     (("data.root=/nonexistent/aecli", "data.download=false"), "/nonexistent/aecli/MNIST/raw"),
     (("nokey=3",), "nokey is not a key"),
+    (("+foo=1",), "foo is not a key aecli reads"),
+    (("net.activation=[relu]",), "net.activation=['relu'] is not allowed"),
+    (("data.val_size=59999",), "allowed 1..30000 (at least half of them stay for training)"),
+    (("-m", "hydra/launcher=submitit_slurm", "epochs=1"), "submitit_slurm submits to a SLURM cluster"),
     (("model.noise=gaussian",), "model.noise is not a key"),
     (("lambda=1,10",), "add -m"),
     (("lambda",), "key=value"),

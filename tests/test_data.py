@@ -26,6 +26,7 @@ def test_splits_are_uint8_on_device_with_fixed_validation(data_root, name):
     torch.testing.assert_close(x[0] * 255, data.train.images[0].float())
 
 
+@pytest.mark.real_data
 def test_mnist_content_is_the_official_one(data_root):
     data = load_data("mnist", data_root, torch.device("cpu"), download=False, val_size=5000)
     assert data.test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]

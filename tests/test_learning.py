@@ -43,6 +43,7 @@ def trained(model_overrides: list[str], net: str, data, data_root, tmp_path) -> 
     return trainer
 
 
+@pytest.mark.real_data  # the margin was measured on real digits
 @pytest.mark.parametrize("net", NETS)
 @pytest.mark.parametrize("model", [*MODELS, "ae-sigmoid"])
 def test_every_model_learns(model, net, budget_data, data_root, tmp_path):

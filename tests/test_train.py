@@ -119,3 +119,14 @@ def test_a_cae_lambda_above_the_measured_range_is_said_when_the_run_starts(data_
     with caplog.at_level(logging.WARNING, logger="aecli"):
         trainer_on(odd_data, compose_tiny(data_root, model="cae", **{"lambda": 100}), tmp_path / "b")
     assert "above the range" not in caplog.text
+
+
+def test_settings_that_cannot_do_what_they_say_are_said_when_the_run_starts(data_root, odd_data, tmp_path, caplog):
+    """batch_size above the training images (one step an epoch) and a latent_dim above the pixels (a code that can
+    copy the image) were accepted in silence."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="aecli"):
+        trainer_on(odd_data, compose_tiny(data_root, batch_size=100000, latent_dim=1000), tmp_path)
+    assert "batch_size=100000 is larger than the 513 training images" in caplog.text
+    assert "latent_dim=1000 is larger than the 784 pixels of an image" in caplog.text

@@ -156,6 +156,9 @@ class Autoencoder(nn.Module):
         """
         self.decoder.set_output_bias(self.mean_logits(mean_image.to(next(self.parameters()).device)))
 
+    #: what `loss` is measured in, for the loss plot's axis (val_recon is always nats)
+    loss_units: ClassVar[str] = "nats per image"
+
     def start_warning(self) -> str | None:
         """A line to warn with when a run starts, for settings known not to learn (the cae's lambda above its
         measured range); None when there is nothing to say."""

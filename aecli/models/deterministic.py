@@ -56,6 +56,10 @@ class DeterministicAE(Autoencoder):
         if self.tied:
             self.decoder.tie_to(self.encoder)
 
+    @property
+    def loss_units(self) -> str:
+        return "nats per image" if self.recon_loss == "bce" else "squared error per image (val_recon: nats)"
+
     def encode(self, x, y=None):
         return self.code(self.encoder(x))
 

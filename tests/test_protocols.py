@@ -1,0 +1,283 @@
+"""The protocols that put aecli's numbers next to the papers' (docs/eval.md, docs/results.md), on constructed cases:
+binarization (its mean is the pixel intensity; dynamic draws resume exactly), the IW bound of a model whose
+posterior is its prior (against the likelihood by quadrature), the Parzen window of a known Gaussian, the
+contraction curve of a linear map, the first-layer filters, and eval.protocol=paper's settings."""
+
+from __future__ import annotations
+
+import math
+import types
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+import aecli.train as train_mod
+from aecli import evaluate as ev
+from aecli import metrics, parzen
+from aecli.cli import config_dir
+from aecli.data import BINARIZE_SEEDS, DynamicBinarization, Split, binarize_once, binarized_splits
+from aecli.datasets.mnist import MNIST
+from aecli.errors import AecliError
+from aecli.models.vae import VAE
+from aecli.nets.conv import Conv
+from aecli.nets.mlp import MLP
+from aecli.plots import filter_images
+from aecli.train import Interrupted, Trainer
+from conftest import run_cli, tiny_overrides
+
+LEVELS = torch.tensor([0, 1, 64, 128, 200, 254, 255], dtype=torch.uint8)
+
+
+# -- binarization ---------------------------------------------------------------------------------------
+def grey_images(n: int = 2000) -> torch.Tensor:
+    """n images [n, 1, 1, 7]: each pixel one of LEVELS."""
+    return LEVELS.view(1, 1, 1, -1).repeat(n, 1, 1, 1)
+
+
+def test_dynamic_binarization_is_binary_and_its_mean_is_the_pixel_intensity():
+    split = Split(grey_images(), None, DynamicBinarization(torch.device("cpu"), seed=0))
+    idx = torch.arange(len(split))
+    draws = torch.stack([split.batch(idx)[0] for _ in range(20)])  # 40,000 draws of each level
+    assert set(draws.unique().tolist()) == {0.0, 1.0}
+    p = LEVELS.double() / 255
+    mean = draws.double().mean((0, 1, 2, 3))
+    se = (p * (1 - p) / draws[..., 0].numel()).sqrt()
+    assert (mean - p).abs().max() <= 4 * se.max() + 1e-12, (mean, p)
+    assert mean[0] == 0 and mean[-1] == 1  # black stays black, white stays white
+    assert not torch.equal(split.batch(idx)[0], split.batch(idx)[0])  # a fresh draw for every batch
+
+
+def test_dynamic_draws_follow_the_seed_and_its_state():
+    a, b = (DynamicBinarization(torch.device("cpu"), seed=3) for _ in range(2))
+    x = grey_images(10).float() / 255
+    assert torch.equal(a(x), b(x))
+    state = a.state_dict()
+    first = a(x)
+    a.load_state_dict(state)
+    assert torch.equal(a(x), first) and not torch.equal(a(x), first)
+
+
+def test_static_binarization_is_fixed_and_its_mean_is_the_pixel_intensity():
+    images = grey_images(20000)
+    once = binarize_once(images, seed=5)
+    assert torch.equal(once, binarize_once(images, seed=5)) and not torch.equal(once, binarize_once(images, seed=6))
+    assert set(once.unique().tolist()) == {0, 255}
+    p = LEVELS.double() / 255
+    mean = once.double().div(255).mean((0, 1, 2))
+    assert (mean - p).abs().max() <= 4 * (0.25 / len(images)) ** 0.5
+
+
+def test_binarized_splits_share_their_fixed_images_and_only_dynamic_training_varies():
+    images, test = grey_images(300), grey_images(50)
+    cpu = torch.device("cpu")
+    static = binarized_splits(images, None, (test, None), 100, None, cpu, "static")
+    dynamic = binarized_splits(images, None, (test, None), 100, 150, cpu, "dynamic")
+    for name in ("val", "test"):  # the same fixed draws under both modes
+        assert torch.equal(static[name].images, dynamic[name].images)
+        assert static[name].binarizer is None and dynamic[name].binarizer is None
+    assert torch.equal(static["train_all"].images, dynamic["fixed_train"].images)  # what evaluation reads
+    assert torch.equal(static["val"].images, binarize_once(images, BINARIZE_SEEDS["train"])[200:])
+    assert dynamic["train"].binarizer is dynamic["train_all"].binarizer and len(dynamic["train"]) == 150
+    assert torch.equal(dynamic["train_all"].images, images[:200])  # grey levels, drawn per batch
+    none = binarized_splits(images, None, (test, None), 100, None, cpu, "none")
+    assert torch.equal(none["val"].images, images[200:]) and none["binarize"] == "none"
+
+
+def test_mnist_binarized_keys_and_evaluation_view(data_root):
+    grey = MNIST(root=str(data_root), download=False, val_size=5000).load(torch.device("cpu"))
+    data = MNIST(root=str(data_root), download=False, val_size=5000, binarize="dynamic").load(torch.device("cpu"))
+    assert (grey.key, data.key, data.binarize) == ("mnist", "mnist_binarized", "dynamic")
+    idx = torch.arange(len(data.train))
+    assert not torch.equal(data.train.batch(idx[:100])[0], data.train.batch(idx[:100])[0])
+    assert torch.equal(data.val.batch(idx[:100])[0], data.val.batch(idx[:100])[0])
+    fixed = data.evaluation()
+    assert fixed.train_all.binarizer is None and torch.equal(fixed.train_all.batch(idx[:100])[0],
+                                                             fixed.train_all.batch(idx[:100])[0])
+    # the binary data's mean image is the grey data's: E[x_bin] = x
+    assert (fixed.train_all.mean_image() - grey.train_all.mean_image()).abs().max() < 0.02
+
+
+def test_a_bad_binarize_is_one_line(data_root, tmp_path):
+    r = run_cli("train", *tiny_overrides(data_root), "data.binarize=yes", cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "data.binarize='yes' is not allowed: data.binarize must be one of none, dynamic, static" in r.stderr
+
+
+def test_resumed_dynamic_run_equals_uninterrupted(data_root, tmp_path, monkeypatch):
+    """The binary draws continue where they stopped: mid-epoch and at an epoch's end (tests/test_resume.py's check)."""
+    data = MNIST(root=str(data_root), download=False, limit=256, val_size=128,
+                 binarize="dynamic").load(torch.device("cpu"))
+    monkeypatch.setattr(train_mod, "build_dataset", lambda cfg: types.SimpleNamespace(load=lambda device: data))
+    threads = torch.get_num_threads()
+
+    def cfg(**extra):
+        over = tiny_overrides(data_root, **{"data.limit": 256, "batch_size": 64, "epochs": 2, "data.val_size": 128,
+                                            "trainer.progress": "lines", "data.binarize": "dynamic", **extra})
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name="config", overrides=over)
+
+    try:
+        alone = Trainer(cfg(), tmp_path / "alone")
+        alone.fit()
+        for stop_at in (3, 4):
+            run_dir = tmp_path / f"resumed{stop_at}"
+            first = Trainer(cfg(), run_dir)
+            first.stop_at_step = stop_at
+            with pytest.raises(Interrupted):
+                first.fit()
+            data.train.batch(torch.arange(64))  # draws between the runs must not matter
+            second = Trainer.resume(cfg(resume=str(run_dir)), run_dir, [])
+            second.fit()
+            for k, v in alone.model.state_dict().items():
+                assert torch.equal(v, second.model.state_dict()[k]), (stop_at, k)
+            assert [r["val_loss"] for r in second.state.rows] == [r["val_loss"] for r in alone.state.rows]
+        other = Trainer(cfg(seed=1), tmp_path / "seed1")  # another seed draws other binary images
+        other.fit()
+        assert not torch.equal(other.model.state_dict()["encoder.out.weight"],
+                               alone.model.state_dict()["encoder.out.weight"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+# -- the IW bound -------------------------------------------------------------------------------------------
+def prior_posterior_vae(a: torch.Tensor, b: torch.Tensor) -> VAE:
+    """A VAE on 2x2 images with one latent whose encoder outputs mu = 0, logvar = 0 (q(z|x) = p(z) = N(0, 1)) and
+    whose decoder gives pixel i the logit a_i z + b_i."""
+    model = VAE(MLP([], "tanh"), latent_dim=1, image_shape=(1, 2, 2)).eval()
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.zero_()
+        model.decoder.out.weight.copy_(a.view(4, 1))
+        model.decoder.out.bias.copy_(b)
+    return model
+
+
+def log_px_by_quadrature(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log p(x) = log integral N(z; 0, 1) prod_i Bernoulli(x_i; sigmoid(a_i z + b_i)) dz on a fine grid (float64)."""
+    z = torch.linspace(-12, 12, 48001, dtype=torch.float64)
+    logits = a.double()[None, :] * z[:, None] + b.double()[None, :]  # [Z, 4]
+    xs = x.flatten(1).double()  # [B, 4]
+    log_lik = (xs[:, None, :] * logits - nn.functional.softplus(logits)[None]).sum(-1)  # [B, Z]
+    log_prior = -0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)
+    return torch.logsumexp(log_lik + log_prior, dim=1) + math.log(z[1] - z[0])
+
+
+def test_iw_bound_of_a_model_whose_posterior_is_its_prior():
+    """With q(z|x) = p(z) the weights are p(x|z_k): the k = 5000 bound is log p(x) up to its Monte Carlo error, the
+    ELBO is E_p(z) log p(x|z), and with a decoder that ignores z both are exactly log p(x)."""
+    x = torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0]], dtype=torch.uint8).mul(255)
+    split = Split(x.view(4, 1, 2, 2), None)
+    a, b = torch.tensor([2.0, -1.5, 1.0, 0.5]), torch.tensor([0.3, -0.2, 0.8, -1.0])
+    exact = log_px_by_quadrature(x.float() / 255, a, b).mean().item()
+    torch.manual_seed(0)
+    bounds = ev.likelihood_bounds(prior_posterior_vae(a, b), split, 4, k=5000, chunk=1000)
+    assert bounds["iw_bound"] == pytest.approx(exact, abs=0.02)
+    assert bounds["elbo"] < exact - 0.3  # the ELBO is E log p(x|z): looser by Jensen's gap
+    constant = prior_posterior_vae(torch.zeros(4), b)  # p(x|z) = p(x): every weight is the likelihood itself
+    flat = ev.likelihood_bounds(constant, split, 4, k=50, chunk=7)
+    exact = log_px_by_quadrature(x.float() / 255, torch.zeros(4), b).mean().item()
+    assert flat["iw_bound"] == pytest.approx(exact, abs=1e-4) and flat["elbo"] == pytest.approx(exact, abs=1e-4)
+
+
+def test_batched_elbo_terms_equal_the_per_sample_terms():
+    """elbo_terms decodes all k samples in one batch: each column is the log-weight of its own sample."""
+    torch.manual_seed(0)
+    model = VAE(MLP([16], "tanh"), latent_dim=3).eval()
+    x = (torch.rand(5, 1, 28, 28) < 0.3).float()
+    torch.manual_seed(1)
+    log_w = model.elbo_terms(x, k=4)
+    torch.manual_seed(1)
+    eps = torch.randn(4, 5, 3)
+    mu, logvar = model.posterior(x)
+    for i in range(4):
+        z = mu + torch.exp(0.5 * logvar) * eps[i]
+        log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
+        log_qz = -0.5 * (eps[i].pow(2) + logvar + math.log(2 * math.pi)).sum(1)
+        assert torch.allclose(log_w[i], model.log_likelihood(model.decoder(z), x) + log_pz - log_qz, atol=1e-4)
+
+
+# -- the Parzen window ------------------------------------------------------------------------------------
+def test_parzen_of_one_sample_is_the_gaussian_density():
+    center, x = torch.tensor([[0.2, 0.4, 0.6]]), torch.tensor([[0.3, 0.1, 0.9], [0.2, 0.4, 0.6]])
+    got = parzen.log_density(x, center, (0.5,))[0]
+    want = torch.distributions.Normal(center[0], 0.5).log_prob(x).sum(1)
+    assert torch.allclose(got.float(), want, atol=1e-5)
+
+
+def test_parzen_estimate_of_a_known_gaussian():
+    """Samples of N(0, I) in 2-D: the window widths' grid is searched on validation points, and the test
+    log-likelihood is the Gaussian's, E log N(x; 0, I) = -log(2 pi) - 1, up to the window's bias (sigma^2 / 2 at
+    most here) and the standard error it reports."""
+    g = torch.Generator().manual_seed(0)
+    samples, val, test = (torch.randn(n, 2, generator=g) for n in (10000, 1000, 2000))
+    r = parzen.parzen_log_likelihood(samples, val, test, sigmas=(0.01, 0.1, 0.3, 3.0))
+    truth = -math.log(2 * math.pi) - 1
+    assert r["parzen_sigma"] in (0.1, 0.3)  # too narrow overfits the samples, too wide blurs the Gaussian
+    assert abs(r["parzen_ll"] - truth) < 0.05 + 3 * r["parzen_se"], r
+    assert 0.01 < r["parzen_se"] < 0.05  # the std of log N(x; 0, I) is 1: 1 / sqrt(2000)
+
+
+# -- the contraction curve and the filters -----------------------------------------------------------------
+def test_contraction_of_a_linear_map_is_its_gain_at_every_radius():
+    x = torch.rand(200, 1, 4, 4)
+    assert metrics.contraction_ratios(lambda v: 0.5 * v.flatten(1), x, (0.1, 1.0, 10.0)) == pytest.approx([0.5] * 3)
+    # a saturating code contracts more the farther one goes
+    ratios = metrics.contraction_ratios(lambda v: torch.sigmoid(20 * v.flatten(1)), x, (0.01, 1.0, 10.0),
+                                        torch.Generator().manual_seed(0))
+    assert ratios[0] > ratios[1] > ratios[2]
+
+
+def test_first_layer_filters_are_the_mlp_weight_rows():
+    model = VAE(MLP([30], "tanh"), latent_dim=2)
+    w = ev.first_layer_weight(model)
+    assert w is model.encoder.hidden[0].weight and w.shape == (30, 784)
+    images = filter_images(w, (1, 28, 28), n=20)
+    assert images.shape == (20, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    row = w[3].detach()
+    assert torch.allclose(images[3].flatten(), 0.5 + 0.5 * row / row.abs().max())
+    assert ev.first_layer_weight(VAE(Conv([8, 16]), latent_dim=2)) is None  # conv: no filters picture
+
+
+# -- eval.protocol=paper --------------------------------------------------------------------------------
+def test_paper_protocol_settings():
+    fast, paper = ev.eval_settings(), ev.eval_settings({"protocol": "paper"})
+    assert (fast.protocol, fast.iw_samples, fast.classifier, fast.parzen_samples) == ("fast", 1000, "mlp", None)
+    assert (paper.iw_samples, paper.iw_images, paper.test_images, paper.probe_train_images) == (5000, None, None, None)
+    assert (paper.classifier, paper.parzen_samples, paper.frechet_images) == ("cnn", 10000, 10000)
+    assert ev.eval_settings({"protocol": "paper"}, iw_samples=100).iw_samples == 100  # given on `aecli eval`
+    kept = ev.eval_settings({"protocol": "paper", "iw_images": 10, "classifier": "mlp"})  # a run's own sizes stay
+    assert (kept.iw_images, kept.iw_samples, kept.classifier) == (10, 5000, "cnn")  # mlp is the fast default
+    assert ev.eval_settings(protocol="paper").iw_samples == 5000
+    with pytest.raises(AecliError, match="eval.protocol='exact' is not allowed: it must be one of fast, paper"):
+        ev.eval_settings({"protocol": "exact"})
+    with pytest.raises(AecliError, match="eval.classifier='big' is not allowed"):
+        ev.eval_settings({"classifier": "big"})
+
+
+# -- the reproductions' configs ----------------------------------------------------------------------------
+def test_iwae_schedule_is_burdas():
+    """lr * 10^(-i/7) for 3^i epochs, i = 0..7: 3,280 epochs (Burda et al. 2015, Sec. 5)."""
+    from aecli.schedule import LrSchedule, iwae_stage
+
+    ends = [sum(3 ** j for j in range(i + 1)) for i in range(8)]  # 1, 4, 13, ..., 3280
+    assert ends[-1] == 3280
+    for i, end in enumerate(ends):
+        assert iwae_stage(end) == i and iwae_stage(end + 1) == i + 1
+    assert LrSchedule("iwae").factor(step=1, epoch=5) == pytest.approx(10 ** (-2 / 7))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "experiment").glob("paper_*.yaml")))
+def test_paper_experiments_compose_and_build(name):
+    from aecli.config import build_model, validate
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment={name}"])
+    validate(cfg)
+    model = build_model(cfg)
+    assert cfg.eval.protocol == "paper" and ev.eval_settings(cfg.eval).iw_samples == 5000
+    if name.startswith("paper_vae"):
+        assert (cfg.data.binarize, list(cfg.net.hidden), cfg.latent_dim, cfg.net.activation) == \
+            ("dynamic", [200, 200], 50, "tanh")
+    assert ev.first_layer_weight(model) is not None  # every reproduction draws its filters
