@@ -9,6 +9,7 @@ loads it and refuses anything else without running it.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -19,24 +20,27 @@ import torch
 from aecli.errors import AecliError
 
 
-def save_atomic(obj: dict, path: Path) -> None:
-    """Write to a temporary file beside `path`, flush and fsync, then rename over it: never a half file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as a RuntimeError
+def save_atomic(obj: dict, *paths: Path) -> None:
+    """Serialize `obj` once, then write it to each path: to a temporary file beside it, flush and fsync, then
+    rename over it. Never a half file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    for path in map(Path, paths):
+        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        why = getattr(e, "strerror", None) or str(e).splitlines()[0][:120]
-        raise AecliError(f"cannot write checkpoint {path} ({why}): the folder must be writable with free space") \
-            from None
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise AecliError(f"cannot write checkpoint {path} ({e.strerror or e}): the folder must be writable with "
+                             "free space") from None
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:

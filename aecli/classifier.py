@@ -118,18 +118,19 @@ CNN_FEATURE_DIM = 128
 #: the test accuracy eval.classifier=cnn trains to (checked on the validation split after each epoch): a Fréchet
 #: distance is only as good as its feature space. Data sets not listed train CNN_EPOCHS epochs.
 TARGET_ACCURACY = {"mnist": 0.99, "fashion_mnist": 0.90}
-CNN_EPOCHS, CNN_MAX_EPOCHS = 5, 20
+CNN_EPOCHS, CNN_MAX_EPOCHS = 5, 10
 
 
 class ConvFeatureNet(nn.Module):
-    """x [B, C, H, W] -> [conv 3x3 -> ReLU -> max-pool 2] x 2 (32, 64 channels) -> 7x7 -> 128 (ReLU: the features) ->
-    logits. Above 99% on MNIST and 90% on Fashion-MNIST in a few epochs (the MLP stays near 98% and 88%)."""
+    """x [B, C, H, W] -> [conv 3x3 -> ReLU -> max-pool 2] x 2 (16, 32 channels) -> 7x7 -> 128 (ReLU: the features) ->
+    logits. Small enough for the CPU (about 1.3M multiply-adds an image), and above 99% on MNIST and 90% on
+    Fashion-MNIST in a few epochs where the MLP stays near 98% and 88%."""
 
     def __init__(self, image_shape=(1, 28, 28), n_classes: int = 10):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(image_shape[0], 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(64 * 49, CNN_FEATURE_DIM), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(image_shape[0], 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(32 * 49, CNN_FEATURE_DIM), nn.ReLU())
         self.head = nn.Linear(CNN_FEATURE_DIM, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -43,13 +43,15 @@ Draw a grid of images from a finished run's best checkpoint (or a checkpoint fil
   seed=0       the samples and the pairs chosen
   out=FILE     the image to write (.png, .jpg, ...); default: the run's images/ folder, under a name no file has yet
   device=auto  auto, cpu or cuda""",
-    "eval": """usage: aecli eval run=PATH [iw_samples=N] [seed=S] [device=auto]
+    "eval": """usage: aecli eval run=PATH [iw_samples=N] [protocol=fast|paper] [seed=S] [device=auto]
 
 Score a finished run's best checkpoint (or a checkpoint file given as run=) on the test set: eval.json, the
 pictures and a table (docs/eval.md). With the run's own settings the numbers go to eval.json; another checkpoint,
 seed or iw_samples writes eval_<checkpoint>_seed<S>[_iw<N>].json beside it.
   run=PATH       a run folder (outputs/DATE/TIME) or a checkpoint file
   iw_samples=N   samples per image of the importance-weighted bound (vae, cvae)
+  protocol=paper the literature's protocol (docs/eval.md): IW bound k=5000 on every test image, probes and floors
+                 on the whole training split, the cnn classifier, Parzen window (default: the run's eval.protocol)
   seed=S         the seed of the sampled metrics (default: the run's)
   device=auto    auto, cpu or cuda""",
     "runs": """usage: aecli runs PATH... [sort=COLUMN] [columns=a,b,...]
@@ -185,6 +187,30 @@ def from_aecli(error: BaseException) -> bool:
     return bool(frames) and frames[-1].filename.startswith(package)
 
 
+UV_COMPLETION = r"""
+_aecli_uv_old=$(complete -p uv 2> /dev/null | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+_aecli_uv_completion()
+{
+    if [ "${COMP_WORDS[1]}" == "run" ] && [ "${COMP_WORDS[2]}" == "aecli" ] && (( COMP_CWORD > 2 )); then
+        hydra_bash_completion
+    elif [ -n "$_aecli_uv_old" ]; then
+        "$_aecli_uv_old" "$@"
+    fi
+}
+COMP_WORDBREAKS=$COMP_WORDBREAKS complete -o nospace -o default -F _aecli_uv_completion uv
+"""
+
+
+def completion_through_uv(script: str) -> str:
+    """Hydra's bash completion script, made to answer for `uv run aecli ...` too: the function asks `uv run aecli`
+    when the line starts with `uv run`, and a completion registered for `uv` hands every other uv command to the
+    completion uv had before (if any)."""
+    old = '    else\n        helper="${words[0]}"'
+    new = ('    elif [ "${words[0]}" == "uv" ] && [ "${words[1]}" == "run" ]; then\n        helper="uv run ${words[2]}"\n'
+           + old)
+    return script.replace(old, new) + UV_COMPLETION
+
+
 def train_main(args: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig
@@ -193,6 +219,8 @@ def train_main(args: list[str]) -> None:
     from aecli.job import protect_run_folders, run_job
 
     conf = config_dir()
+    flags = [a for a in args if a in ("-m", "--multirun")]
+    args = flags[:1] + [a for a in args if a not in flags]  # -m anywhere on the line, as users write it
     if any(a.startswith("hparams_search=") for a in args):  # Optuna's space: hydra.sweeper.params.lambda=... is lambda=...
         args = [a.removeprefix("hydra.sweeper.params.") for a in args]
     modes = [a for a in args if a in ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--run", "-r")]
@@ -206,12 +234,26 @@ def train_main(args: list[str]) -> None:
     def run(cfg: DictConfig) -> float | None:
         return run_job(cfg)
 
-    # Hydra's shell completion: the script it installs calls `aecli -sc query=bash` with COMP_LINE set to
-    # "aecli train ..."; drop the subcommand so Hydra sees only overrides.
+    # Hydra's shell completion: the script it installs calls `aecli -sc query=bash` with COMP_LINE set to the line
+    # typed, "aecli train ..." or "uv run aecli train ..."; Hydra must see only the program and the overrides.
     if "COMP_LINE" in os.environ:
-        os.environ["COMP_LINE"] = re.sub(r"^(\S+)\s+train(\s|$)", r"\1\2", os.environ["COMP_LINE"])
+        line = os.environ["COMP_LINE"]
+        short = re.sub(r"^(?:uv\s+run\s+)?(\S+)\s+train(\s|$)", r"\1\2", line)
+        os.environ["COMP_LINE"] = short
+        point = int(os.environ.get("COMP_POINT", len(line)))
+        os.environ["COMP_POINT"] = str(max(0, point - (len(line) - len(short))))
     sys.argv = ["aecli", *args]
+    if "-sc" in args and "install=bash" in args:
+        import contextlib
+        import io
+
+        script = io.StringIO()
+        with contextlib.redirect_stdout(script):
+            run()
+        print(completion_through_uv(script.getvalue()))
+        return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's and its plugins' errors reach us, to be said in one line
+    os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")  # optuna 2.10's storage on SQLAlchemy 1.4
     import logging
 
     for name in QUIET_LOGGERS:  # their warnings still come through

@@ -119,12 +119,16 @@ def protect_run_folders(args: list[str]) -> list[str]:
     folder = Path(given) if given and "${" not in given else None
     if folder is not None:
         check_writable(folder, "sweep folder" if multirun else "run folder")
+        def refuse_a_taken_folder() -> None:
+            if not multirun and holds_a_run(folder) and resume != "auto":
+                exit_with(f"{key}={folder} already holds a run: a new run never writes into it; choose another "
+                          f"{key}, or continue it with {aecli_command()} train resume={folder}")
+
+        refuse_a_taken_folder()  # before anything (the lock file) is written there
         lock_folder(folder, "sweep folder" if multirun else "run folder")
+        refuse_a_taken_folder()  # it may have trained while we waited for the lock
         if multirun and any(p.is_dir() and p.name.isdigit() for p in folder.iterdir()):
             log.info(f"continuing the sweep in {folder}: jobs that ended ok are kept, interrupted ones resume")
-        elif not multirun and holds_a_run(folder) and resume != "auto":
-            exit_with(f"{key}={folder} already holds a run: a new run never writes into it; choose another {key}, "
-                      f"or continue it with {aecli_command()} train resume={folder}")
     check_writable(folder or Path("outputs"), "run folder")
     return args
 

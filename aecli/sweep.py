@@ -35,6 +35,7 @@ SUMMARY_FILE = "summary.csv"
 # the columns every row has, in table order; the test metrics (test_*) go between val_recon and seconds
 FIRST = ["run", "overrides", "optimized", "val_loss", "val_recon", "epoch"]
 LAST = ["seconds", "status", "error"]
+log = logging.getLogger(__name__)
 
 
 # -- what a run leaves behind -------------------------------------------------------------------------
@@ -146,9 +147,30 @@ def write_csv(rows: list[dict], path: Path) -> Path:
     return path
 
 
-# conf/hparams_search/optuna.yaml: `direction: ${aecli_direction:${optimized_metric}}`
-if not OmegaConf.has_resolver("aecli_direction"):
-    OmegaConf.register_new_resolver("aecli_direction", direction)
+def study_seed(seed: int, storage: str | None, study_name: str) -> int:
+    """The sampler's seed for an Optuna search: `seed`, plus the number of trials the study already holds when it
+    is continued from a storage. A continued search then proposes new trials (the same seed would draw the first
+    trials' values again), and the same command on the same storage still proposes the same ones."""
+    if not storage:
+        return int(seed)
+    os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")  # optuna 2.10 on SQLAlchemy 1.4: nothing to act on
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # no such study yet: this search creates it
+        return int(seed)
+    except Exception as e:  # an unreadable storage: Optuna says it in one line when the sweeper opens it
+        log.debug(f"cannot read the Optuna storage {storage}: {e}")
+        return int(seed)
+    return int(seed) + len(study.trials)
+
+
+# conf/hparams_search/optuna.yaml: `direction: ${aecli_direction:${optimized_metric}}`,
+# `seed: ${aecli_study_seed:${seed},${hydra.sweeper.storage},${hydra.sweeper.study_name}}`
+for _name, _resolver in (("aecli_direction", direction), ("aecli_study_seed", study_seed)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
 
 
 def short(override: str) -> str:

@@ -22,6 +22,7 @@ import math
 import shlex
 import signal
 import threading
+import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -224,6 +225,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device.type)
+        self.matmul_precision = set_matmul_precision(cfg.trainer.get("matmul_precision", "auto"), self.device)
         if cfg.trainer.num_threads:
             torch.set_num_threads(int(cfg.trainer.num_threads))
         mode = cfg.trainer.progress
@@ -268,6 +270,11 @@ class Trainer:
         self.check_every_step = self.device.type == "cpu"  # free on the CPU; a host sync on CUDA
         self.stop_signal: int | None = None
         self.stop_at_step = stop_at_step
+        # trainer.checkpoint_every_s: last.pt by time (None: after every epoch); best.pt waits in memory till then
+        self.checkpoint_every_s = cfg.trainer.get("checkpoint_every_s")
+        self.last_saved = time.monotonic()
+        self.best_snapshot: dict | None = None
+        self.prior_fitted_at: tuple[int, int] | None = None  # (epoch, step) of the last fit of a fitted prior
         self.warnings: list[str] = []  # collapse warnings, one per symptom and epoch (status.json keeps them)
         self.mean_image = self.data.train.mean_image()  # the training split's mean image, and its val_recon
         self.baseline = mean_image_recon(self.data.val, self.mean_image)
@@ -377,6 +384,9 @@ class Trainer:
                     running = dict(zip(sums, (torch.stack(list(sums.values())) / progress.images).tolist()))  # one read
                     progress.show_loss(running["loss"])
                     self.logger.log_step(self.state.step, running)
+                if self.checkpoint_due() and count < len(self.batcher):  # by time, in the middle of an epoch
+                    self.save("last.pt", partial={"sums": {k: v.cpu() for k, v in sums.items()}, "count": count,
+                                                  "images": progress.images, "seconds": progress.seconds})
                 if self.stop_signal or self.state.step == self.stop_at_step:
                     self.stop_signal = self.stop_signal or signal.SIGTERM
                     self.save("last.pt", partial={"sums": {k: v.cpu() for k, v in sums.items()}, "count": count,
@@ -423,7 +433,8 @@ class Trainer:
     def end_epoch(self, train_terms: dict[str, float], progress: EpochProgress) -> dict:
         model, data, state = self.model, self.data, self.state
         seconds = progress.seconds
-        fit_code_prior(model, data.train)
+        if model.fit_sets_weights:
+            self.fit_prior()
         val = evaluate_split(model, data.val)
         bad = [k for k, v in val.items() if not math.isfinite(v)]
         if bad:
@@ -447,12 +458,31 @@ class Trainer:
         self.watch(row)
         state.rows.append(row)
         self.writer.epoch(row, state.rows)
-        self.writer.images(model, data, state.epoch, self.cfg.seed)
+        last = state.epoch >= self.cfg.epochs or state.stopped_early
+        if last or state.epoch % self.cfg.trainer.get("images_every", 1) == 0:
+            self.fit_prior()
+            self.writer.images(model, data, state.epoch, self.cfg.seed)
         improved = row["val_loss"] < state.best_val
         if improved:
             state.best_val, state.best_epoch = row["val_loss"], state.epoch
-        self.save("last.pt", *(["best.pt"] if improved else []))
+        if last or self.stop_signal or self.checkpoint_every_s is None or self.checkpoint_due():
+            self.save("last.pt", *(["best.pt"] if improved else []))
+        elif improved:  # best.pt waits for the next checkpoint: a copy of this epoch's state in memory
+            self.fit_prior()
+            self.best_snapshot = self.checkpoint_state(None, copy=True)
         return row
+
+    def checkpoint_due(self) -> bool:
+        """trainer.checkpoint_every_s: whether that long has passed since last.pt was written."""
+        return self.checkpoint_every_s is not None and time.monotonic() - self.last_saved >= self.checkpoint_every_s
+
+    def fit_prior(self) -> None:
+        """Fit a fitted code prior (aecli/models/prior.py) to the codes of the training split, once per state of the
+        weights: before the grids are drawn and before an epoch's checkpoint, so both sample from a prior that fits
+        the weights they hold (a mid-epoch checkpoint keeps the last fit)."""
+        if self.prior_fitted_at != (self.state.epoch, self.state.step):
+            fit_code_prior(self.model, self.data.train)
+            self.prior_fitted_at = (self.state.epoch, self.state.step)
 
     def save(self, *names: str, partial: dict | None = None) -> None:
         """Write the checkpoint under each name, atomically; never one with non-finite weights."""
@@ -461,13 +491,29 @@ class Trainer:
         if weights and not torch.stack([torch.isfinite(t).all() for t in weights]).all():
             raise NonFiniteLoss(f"the weights became non-finite by step {self.state.step} (epoch {self.state.epoch})",
                                 self.cfg.lr, self.guard.kept)
-        state = self.state
-        schedules = {"lr": self.schedule.state_dict(), "early_stopping": self.stopper.state_dict()}
-        self.writer.checkpoint(checkpoint_dict(self.model, self.optimizers, state, plain(self.cfg), self.batcher,
-                                               self.device, self.data, self.logger.state_dict(), partial, schedules),
-                               *names)
-        where = f"epoch {state.epoch}" if partial is None else f"step {state.step}"
+        if partial is None:
+            self.fit_prior()
+        checkpoint = self.checkpoint_state(partial)
+        if "best.pt" in names:
+            self.best_snapshot = None
+        elif self.best_snapshot is not None:  # an epoch that improved while checkpoints waited (checkpoint_every_s)
+            self.writer.checkpoint(self.best_snapshot, "best.pt")
+            self.best_snapshot = None
+        self.writer.checkpoint(checkpoint, *names)  # serialized once for every name
+        self.last_saved = time.monotonic()
+        where = f"epoch {self.state.epoch}" if partial is None else f"step {self.state.step}"
         self.guard.kept = f"checkpoints/last.pt ({where}) is kept"
+
+    def checkpoint_state(self, partial: dict | None, copy: bool = False) -> dict:
+        """What a checkpoint holds now (aecli/resume.py); `copy`: every tensor copied to the CPU, to be written
+        later."""
+        schedules = {"lr": self.schedule.state_dict(), "early_stopping": self.stopper.state_dict()}
+        state = checkpoint_dict(self.model, self.optimizers, self.state, plain(self.cfg), self.batcher, self.device,
+                                self.data, self.logger.state_dict(), partial, schedules)
+        if copy:  # new containers throughout, every tensor a copy
+            state = torch.utils._pytree.tree_map(
+                lambda v: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v, state)
+        return state
 
     def watch(self, row: dict) -> None:
         """The epoch's monitored metric (optimized_metric) to the plateau schedule and to early stopping."""
@@ -485,6 +531,16 @@ class Trainer:
         terms = "  ".join(f"{k} {v:.4g}" for k, v in row.items()
                           if k.startswith(("train_", "val_")) and isinstance(v, (int, float)))
         return f"epoch {row['epoch']}/{self.cfg.epochs}  {terms}  {row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s"
+
+
+def set_matmul_precision(setting: str, device: torch.device) -> str:
+    """trainer.matmul_precision: how float32 matmuls are computed (torch.set_float32_matmul_precision). `highest`
+    is full float32; `high` lets CUDA use TF32 (10-bit mantissa inputs, float32 sums: about 1e-3 relative error
+    per product, 2x to 8x the matmul speed on Ampere and later); `medium` allows bfloat16. auto: high on CUDA,
+    highest on the CPU (where it changes nothing on most processors)."""
+    precision = ("high" if device.type == "cuda" else "highest") if setting == "auto" else setting
+    torch.set_float32_matmul_precision(precision)
+    return precision
 
 
 def check_end_of_run_settings(cfg: DictConfig) -> None:

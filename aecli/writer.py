@@ -64,9 +64,8 @@ class RunWriter:
         model.train(was_training)
 
     def checkpoint(self, state: dict, *names: str) -> None:
-        """The same checkpoint under each name (last.pt, best.pt), each written atomically."""
-        for name in names:
-            save_atomic(state, self.run_dir / "checkpoints" / name)
+        """The same checkpoint under each name (last.pt, best.pt): serialized once, each file written atomically."""
+        save_atomic(state, *(self.run_dir / "checkpoints" / name for name in names))
 
     def loss_plot(self, rows: list[dict], title: str, units: str, best_epoch: int) -> None:
         plot_losses(rows, self.run_dir / "plots" / "loss.png", title=title, units=units, best_epoch=best_epoch)

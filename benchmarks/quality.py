@@ -3,8 +3,11 @@
 
     uv run python benchmarks/quality.py              # the full table (hours on 2 CPU cores): writes docs/results.md
     uv run python benchmarks/quality.py --quick      # minutes: every row on a short run, the fast protocol
+    uv run python benchmarks/quality.py --rows vae,sae   # only these rows at full length; the others from the
+                                                         # --quick folder, marked as short runs (or "not run")
     options: --data-root DIR (default $AECLI_DATA_ROOT)  --out DIR (run folders; default /tmp/aecli-quality[-quick])
              --write PATH (the table; default docs/results.md, with --quick OUT/results.md)
+             --quick-out DIR (where --rows finds the short runs; default /tmp/aecli-quality-quick)
 
 A run folder in --out whose training ended ok with the same overrides is kept (delete it to train again), and its
 eval.json is kept when it came from the same protocol: an interrupted benchmark continues where it stopped. Every
@@ -79,6 +82,15 @@ def kept(run_dir: Path, overrides: list[str]) -> bool:
     return status.get("status") == "ok" and saved == overrides
 
 
+def newest_eval(run_dir: Path, protocol: str) -> dict | None:
+    """The newest eval*.json of the run folder made under `protocol` (None without one)."""
+    for path in sorted(run_dir.glob("eval*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        result = json.loads(path.read_text())
+        if result.get("protocol") == protocol:
+            return result
+    return None
+
+
 def train_and_eval(out: Path, run: Run, extra: list[str], protocol: str, env: dict) -> dict:
     """Train (or keep) one run, evaluate it (or keep its eval.json); its metrics, eval.json and timings."""
     run_dir = out / run.name
@@ -90,23 +102,36 @@ def train_and_eval(out: Path, run: Run, extra: list[str], protocol: str, env: di
         proc, _ = aecli("train", *overrides, f"hydra.run.dir={run_dir}", env=env)
         if proc.returncode != 0:
             raise SystemExit(f"{run.name}: aecli train failed:\n{proc.stderr[-3000:]}")
-    status = json.loads((run_dir / "status.json").read_text())
-    ev_path, timing_path = run_dir / "eval.json", run_dir / "eval_seconds.json"
-    result = json.loads(ev_path.read_text()) if ev_path.is_file() else {}
-    if result.get("protocol") != protocol or not timing_path.is_file():
+    timing_path = run_dir / f"eval_seconds_{protocol}.json"
+    result = newest_eval(run_dir, protocol)
+    if result is None or not timing_path.is_file():
         print(f"evaluating {run.name} ({protocol} protocol)", flush=True)
         proc, seconds = aecli("eval", f"run={run_dir}", f"protocol={protocol}", "device=cpu", env=env)
         if proc.returncode != 0:
             raise SystemExit(f"{run.name}: aecli eval failed:\n{proc.stderr[-3000:]}")
         timing_path.write_text(json.dumps({"seconds": seconds}))
-        result = json.loads(ev_path.read_text())
+        result = newest_eval(run_dir, protocol)
+    return collect(run_dir, result, timing_path)
+
+
+def collect(run_dir: Path, result: dict, timing_path: Path, short: bool = False) -> dict:
+    """What the table reads of one run: its eval.json, metrics rows, config and timings."""
     import csv
 
     with open(run_dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-    return {"eval": result, "rows": rows, "train_seconds": status["seconds"], "cfg": cfg,
+    return {"eval": result, "rows": rows, "train_seconds": json.loads((run_dir / "status.json").read_text())["seconds"],
+            "cfg": yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()), "short": short,
             "eval_seconds": json.loads(timing_path.read_text())["seconds"], "dir": run_dir}
+
+
+def short_run(quick_out: Path, run: Run) -> dict | None:
+    """The row's run from the --quick folder (marked `short`), or None where there is none."""
+    run_dir = quick_out / run.name
+    overrides = [*run.overrides, *run.quick, *QUICK_EVAL, "eval.at_end=false", "trainer.progress=lines"]
+    timing = run_dir / "eval_seconds_fast.json"
+    result = newest_eval(run_dir, "fast") if kept(run_dir, overrides) and timing.is_file() else None
+    return None if result is None else collect(run_dir, result, timing, short=True)
 
 
 def minutes(seconds: float) -> str:
@@ -128,10 +153,15 @@ def setup(r: dict) -> str:
             f"lr {cfg['lr']:g}{'' if sched == 'none' else ' ' + sched}")
 
 
-def row(paper: str, measured: str, gap: str, r: dict, device: str) -> str:
+def row(paper: str, measured, gap, r: dict | None, device: str) -> str:
+    """One row; `measured` and `gap` are functions of the run (its eval.json under "eval"). A run of the --quick
+    mode is marked as such, and a row without a run says how to make it."""
+    if r is None:
+        return f"| {paper} | not run yet: `uv run python benchmarks/quality.py` | | | | | |"
     epochs = r["rows"][-1]["epoch"] if r["rows"] else "?"
     wall = f"{minutes(r['train_seconds'])} + eval {minutes(r['eval_seconds'])}"
-    return f"| {paper} | {measured} | {gap} | {setup(r)} | {epochs} | {device} | {wall} |"
+    short = "short run, fast protocol (not the paper's setup): " if r.get("short") else ""
+    return f"| {paper} | {short}{measured(r)} | {gap(r)} | {setup(r)} | {epochs} | {device} | {wall} |"
 
 
 def floors(data_root: str, quick: bool) -> list[str]:
@@ -175,7 +205,12 @@ def main() -> None:
     ap.add_argument("--data-root", default=os.environ.get("AECLI_DATA_ROOT"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--write", default=None)
+    ap.add_argument("--rows", default=",".join(run.name for run in RUNS))
+    ap.add_argument("--quick-out", default="/tmp/aecli-quality-quick")
     a = ap.parse_args()
+    rows = a.rows.split(",")
+    if set(rows) - {run.name for run in RUNS}:
+        raise SystemExit(f"--rows: choose from {', '.join(run.name for run in RUNS)}")
     if not a.data_root:
         raise SystemExit("give --data-root DIR or set AECLI_DATA_ROOT (a folder holding MNIST/raw)")
     out = Path(a.out or f"/tmp/aecli-quality{'-quick' if a.quick else ''}")
@@ -185,22 +220,30 @@ def main() -> None:
     protocol = "fast" if a.quick else "paper"
     device = f"CPU, 1 thread ({cpu_name()})"
     print(f"run folders: {out}; the table: {target}", flush=True)
-    r = {run.name: train_and_eval(out, run, [*run.quick, *QUICK_EVAL] if a.quick else [], protocol, env)
-         for run in RUNS}
+    r = {}
+    for run in RUNS:
+        if run.name in rows:
+            r[run.name] = train_and_eval(out, run, [*run.quick, *QUICK_EVAL] if a.quick else [], protocol, env)
+        else:  # a short run of the --quick mode, if one is there (the table marks it), else "not run"
+            r[run.name] = short_run(Path(a.quick_out), run) if not a.quick else None
     floor_lines = floors(a.data_root, a.quick)
     write(target, r, floor_lines, device, a.quick, out)
     print(f"wrote {target}")
 
 
 def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: bool, out: Path) -> None:
-    vae, aae, sae, dae = (r[k]["eval"] for k in ("vae", "aae", "sae", "dae"))
-    nll = -vae["iw_bound"]
-    gap = nll - 86.76
-    vae_gap = (f"{gap:+.2f} nats from the paper ({'meets' if nll <= VAE_TARGET else 'misses'} the {VAE_TARGET} target"
-               f"{'' if nll <= VAE_TARGET else f' by {nll - VAE_TARGET:.2f}'}): {r['vae']['rows'][-1]['epoch']} "
-               f"epochs against 3,280, 59,000 training images against 60,000")
-    aae_gap = (f"{aae['parzen_ll'] - 340:+.0f} nats: {r['aae']['rows'][-1]['epoch']} epochs of Adam (aecli's aae "
-               f"recipe) against the paper's long SGD run; window {aae['parzen_sigma']:.3f} of Goodfellow's grid")
+    def vae_gap(run):
+        nll, epochs = -run["eval"]["iw_bound"], run["rows"][-1]["epoch"]
+        verdict = "meets" if nll <= VAE_TARGET else "misses"
+        return (f"{nll - 86.76:+.2f} nats from the paper ({verdict} the {VAE_TARGET} target"
+                f"{'' if nll <= VAE_TARGET else f' by {nll - VAE_TARGET:.2f}'}): {epochs} epochs against 3,280, "
+                f"59,000 training images against 60,000")
+
+    def aae_gap(run):
+        e = run["eval"]
+        return (f"{e['parzen_ll'] - 340:+.0f} nats: {run['rows'][-1]['epoch']} epochs of Adam (aecli's aae recipe) "
+                f"against the paper's long SGD run; window {e['parzen_sigma']:.3f} of Goodfellow's grid")
+
     lines = [
         "# Results: aecli next to the papers",
         "",
@@ -208,7 +251,8 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
                                                   if quick else "") + "; every number is measured, none copied. "
         "Each row is one `aecli train experiment=paper_*` run (conf/experiment/), then `aecli eval "
         f"protocol={'fast' if quick else 'paper'}` (docs/eval.md). Wall times are training + evaluation on a shared "
-        "2-core CPU (other jobs ran beside them), one torch thread each.",
+        "2-core CPU (other jobs ran beside them), one torch thread each. A row marked \"short run\" was not run at "
+        "full length: its number is no reproduction.",
         "",
         "## The reproductions",
         "",
@@ -216,28 +260,37 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
         "| --- | --- | --- | --- | ---: | --- | --- |",
         row("VAE, test NLL (IW bound k=5000, dynamically binarized MNIST): 86.76 nats (Burda et al. 2015, Table 1, "
             "VAE k=1); pythae's reproduction 89.78",
-            f"**{nll:.2f} nats** (k={vae['iw_samples']}, {vae['iw_images']:,} test images; ELBO {-vae['elbo']:.2f})",
+            lambda run: (f"**{-run['eval']['iw_bound']:.2f} nats** (k={run['eval']['iw_samples']}, "
+                         f"{run['eval']['iw_images']:,} test images; ELBO {-run['eval']['elbo']:.2f})"),
             vae_gap, r["vae"], device),
         row("AAE, Parzen-window log-likelihood of 10,000 samples (grey-level MNIST): 340 ± 2 nats (Makhzani et al. "
-            "2015, Table 1)", f"**{aae['parzen_ll']:.0f} ± {aae['parzen_se']:.0f} nats** "
-            f"({aae.get('test_images', 0):,} test images)", aae_gap, r["aae"], device),
+            "2015, Table 1)", lambda run: (f"**{run['eval']['parzen_ll']:.0f} ± {run['eval']['parzen_se']:.0f} "
+                                           f"nats** ({run['eval'].get('test_images', 0):,} test images)"),
+            aae_gap, r["aae"], device),
         row("DAE, masking 25% (Vincent et al. 2010): filters (Fig. 6), no MNIST PSNR reported",
-            f"denoised PSNR **{dae['denoised_psnr']:.2f} dB** (the masked input: {dae['noisy_psnr']:.2f} dB); probe "
-            f"{dae['probe_acc']:.1%}", "no number to compare; filters: `plots/filters.png`", r["dae"], device),
-        row(f"SAE, Ng's notes: mean activation rho = 0.1, pen-stroke filters",
-            f"mean activation **{sae['mean_activation']:.3f}**, {sae['off_fraction']:.0%} of units below "
-            f"0.05; probe {sae['probe_acc']:.1%}", "the sparsity target is met when the mean is near 0.1; filters: "
-            "`plots/filters.png`", r["sae"], device),
+            lambda run: (f"denoised PSNR **{run['eval']['denoised_psnr']:.2f} dB** (the masked input: "
+                         f"{run['eval']['noisy_psnr']:.2f} dB); probe {run['eval']['probe_acc']:.1%}"),
+            lambda run: "no number to compare; filters: `plots/filters.png`", r["dae"], device),
+        row("SAE, Ng's notes: mean activation rho = 0.1, pen-stroke filters",
+            lambda run: (f"mean activation **{run['eval']['mean_activation']:.3f}**, "
+                         f"{run['eval']['off_fraction']:.0%} of units below 0.05; probe {run['eval']['probe_acc']:.1%}"),
+            lambda run: "the sparsity target is met when the mean is near 0.1; filters: `plots/filters.png`",
+            r["sae"], device),
     ]
-    radii = r["cae"]["eval"]["contraction_radii"]
+    curves = [name for name in ("cae", "dae", "ae") if r[name] is not None]
+    radii = r[curves[0]]["eval"]["contraction_radii"] if curves else []
     pick = [i for i, x in enumerate(radii) if x in (0.5, 2.0, 6.0, 15.0)]
-    for name in ("cae", "dae", "ae"):
-        e = r[name]["eval"]
+
+    def contraction(run):
+        e = run["eval"]
         curve = ", ".join(f"{e['contraction'][i]:.3g} at {radii[i]:g}" for i in pick)
+        return f"contraction {curve}; probe **{e['probe_acc']:.1%}**, kNN {e['knn_acc']:.1%}; ||J_f||_F " \
+               f"{e['jacobian_fro']:.3g}"
+
+    for name in ("cae", "dae", "ae"):
         lines.append(row(f"{name.upper()}, 1000 sigmoid units (Rifai et al. 2011, Fig. 3: the contraction curve; "
-                         "their errors are after fine-tuning, not a frozen probe)",
-                         f"contraction {curve}; probe **{e['probe_acc']:.1%}**, kNN {e['knn_acc']:.1%}; "
-                         f"||J_f||_F {e['jacobian_fro']:.3g}", "a figure, no number to compare", r[name], device))
+                         "their errors are after fine-tuning, not a frozen probe)", contraction,
+                         lambda run: "a figure, no number to compare", r[name], device))
     lines += [
         "",
         "## The floors and the feature classifier (the protocol: the whole training split)",
@@ -253,9 +306,11 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
         "",
         "## The IW bound's cost",
         "",
-        f"The VAE's bound with k={vae['iw_samples']} on {vae['iw_images']:,} test images took "
-        f"{minutes(vae['iw_seconds'])} on one CPU thread ({vae['iw_samples'] * vae['iw_images']:,} decoder passes, "
-        "batched about 5,000 codes per pass: `aecli/evaluate.py`, IW_ROWS).",
+        *([] if r["vae"] is None else [
+            f"The VAE's bound with k={r['vae']['eval']['iw_samples']} on {r['vae']['eval']['iw_images']:,} test "
+            f"images took {minutes(r['vae']['eval']['iw_seconds'])} on one CPU thread "
+            f"({r['vae']['eval']['iw_samples'] * r['vae']['eval']['iw_images']:,} decoder passes, batched about 5,000 "
+            "codes per pass: `aecli/evaluate.py`, IW_ROWS)."]),
         "",
         "## The contraction curves",
         "",
@@ -265,16 +320,20 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
         "",
         "| radius | " + " | ".join(f"{x:g}" for x in radii) + " |",
         "| --- | " + " | ".join("---:" for _ in radii) + " |",
-        *(f"| {name} | " + " | ".join(f"{v:.3g}" for v in r[name]["eval"]["contraction"]) + " |"
-          for name in ("cae", "dae", "ae")),
+        *(f"| {name}{' (short run)' if r[name]['short'] else ''} | "
+          + " | ".join(f"{v:.3g}" for v in r[name]["eval"]["contraction"]) + " |" for name in curves),
         "",
         "## How to run",
         "",
         "```bash",
         "uv run python benchmarks/quality.py              # this table (hours on 2 CPU cores)",
         "uv run python benchmarks/quality.py --quick      # minutes: the same rows on short runs",
-        "uv run aecli train experiment=paper_vae_mnist    # one row; experiment=paper_vae_mnist_burda: the 3,280 epochs",
+        "uv run python benchmarks/quality.py --rows vae   # the VAE row at full length, the rest from --quick",
         "```",
+        "",
+        "One row is one run: `uv run aecli train experiment=paper_vae_mnist` (an hour; `paper_vae_mnist_burda` is the "
+        "paper's 3,280 epochs), `paper_cae_mnist` (with `model=ae lambda=0` for the plain ae), `paper_dae_mnist`, "
+        "`paper_sae_mnist`, `paper_aae_mnist`; each evaluates itself with `eval.protocol=paper` at its end.",
         "",
     ]
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -282,8 +341,9 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
     sys.path.insert(0, str(REPO))
     from aecli.plots import plot_contraction
 
-    plot_contraction({n: (radii, r[n]["eval"]["contraction"]) for n in ("cae", "dae", "ae")},
-                     out / "contraction.png", title="contraction on MNIST, 1000 sigmoid units")
+    if curves:
+        plot_contraction({n: (radii, r[n]["eval"]["contraction"]) for n in curves}, out / "contraction.png",
+                         title="contraction on MNIST, 1000 sigmoid units")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,7 +116,7 @@ def test_help_and_composed_config(tmp_path):
     (("+foo=1",), "foo is not a key aecli reads"),
     (("net.activation=[relu]",), "net.activation=['relu'] is not allowed"),
     (("data.val_size=59999",), "allowed 1..30000 (at least half of them stay for training)"),
-    (("-m", "hydra/launcher=submitit_slurm", "epochs=1"), "submitit_slurm submits to a SLURM cluster"),
+    (("hydra/launcher=submitit_slurm", "epochs=1", "-m"), "submitit_slurm submits to a SLURM cluster"),
     (("model.noise=gaussian",), "model.noise is not a key"),
     (("lambda=1,10",), "add -m"),
     (("lambda",), "key=value"),
@@ -134,13 +137,25 @@ def test_sample_of_a_missing_run_is_one_line(tmp_path):
     assert proc.returncode != 0 and proc.stderr.strip().startswith("aecli: ") and "\n" not in proc.stderr.strip()
 
 
-def test_hydra_tab_completion_works_through_the_subcommand(tmp_path):
+def test_tab_completion_completes_in_bash_directly_and_through_uv_run(tmp_path):
+    """The script `aecli train -sc install=bash` prints, sourced in bash, completes `aecli train model=c` and
+    `uv run aecli train model=c` (the way the README runs aecli), as bash's completion would call it."""
     install = run_cli("train", "-sc", "install=bash", cwd=tmp_path)
-    assert install.returncode == 0 and install.stdout.rstrip().endswith("hydra_bash_completion aecli")
-    line = "aecli train model=c"
-    query = run_cli("-sc", "query=bash", cwd=tmp_path, env={"COMP_LINE": line, "COMP_POINT": str(len(line))})
-    assert query.returncode == 0
-    assert "model=cae" in query.stdout.split() and "model=cvae" in query.stdout.split()
+    assert install.returncode == 0 and "hydra_bash_completion" in install.stdout
+    (tmp_path / "complete.sh").write_text(install.stdout)
+    probe = """
+source complete.sh
+for line in "aecli train model=c" "uv run aecli train model=c" "uv run aecli train data=fa"; do
+  COMP_LINE="$line"; COMP_POINT=${#line}; read -a COMP_WORDS <<< "$line"; COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+  COMPREPLY=()
+  if [ "${COMP_WORDS[0]}" == "uv" ]; then _aecli_uv_completion; else hydra_bash_completion; fi
+  echo "$line -> ${COMPREPLY[*]}"
+done"""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.strip().splitlines()
+    assert lines == ["aecli train model=c -> model=cae model=cvae", "uv run aecli train model=c -> model=cae model=cvae",
+                     "uv run aecli train data=fa -> data=fashion_mnist"], proc.stdout + proc.stderr
 
 
 def test_a_bad_eval_setting_is_refused_before_training(tmp_path, data_root):

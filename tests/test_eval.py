@@ -62,13 +62,17 @@ def test_train_at_end_writes_eval_json_and_a_summary(vae_run):
 def test_eval_command_repeats_the_at_end_numbers(vae_run):
     run, _ = vae_run
     at_end = json.loads((run / "eval.json").read_text())
-    r = run_cli("eval", f"run={run}", "iw_samples=20", "device=cpu", cwd=run.parent)
+    r = run_cli("eval", f"run={run}", "device=cpu", cwd=run.parent)  # the run's own checkpoint, seed, sizes
     assert r.returncode == 0, r.stderr[-2000:]
     assert "iw_bound" in r.stdout and "frechet" in r.stdout  # the table
     again = json.loads((run / "eval.json").read_text())
-    assert again["iw_samples"] == 20
     for key in ALWAYS | {"mmd"}:  # the same checkpoint, seed and sizes: the same numbers
         assert again[key] == pytest.approx(at_end[key], rel=1e-5, abs=1e-6), key
+    # other settings never replace eval.json: they get a file of their own, named in the table's title
+    other = run_cli("eval", f"run={run}", "iw_samples=20", "seed=3", "device=cpu", cwd=run.parent)
+    assert other.returncode == 0 and "eval_best_seed3_iw20.json" in other.stdout
+    assert json.loads((run / "eval_best_seed3_iw20.json").read_text())["iw_samples"] == 20
+    assert json.loads((run / "eval.json").read_text()) == again
 
 
 def test_eval_refuses_bad_settings_in_one_line(vae_run):
@@ -103,11 +107,13 @@ def test_sample_modes_write_grids_of_the_right_shape(vae_run, tmp_path):
     from aecli.sampling import STEPS, interpolation_images, pick_pairs, sample_command
 
     run, _ = vae_run
-    size = lambda rows: (STEPS * 28 + (STEPS + 1) * 2, rows * 28 + (rows + 1) * 2)  # noqa: E731 - save_grid's padding
+    # save_grid draws 28-pixel images at 2x with 4-pixel padding, under a 24-pixel title; traversals label each row
+    size = lambda rows, labels=0: (labels + STEPS * 56 + (STEPS + 1) * 4, 24 + rows * 56 + (rows + 1) * 4)  # noqa: E731
     path = sample_command(str(run), n=16, mode="interpolate", device="cpu", out=str(tmp_path / "i.png"))
     assert Image.open(path).size == size(2)
     path = sample_command(str(run), n=64, mode="traverse", device="cpu", out=str(tmp_path / "t.png"))
-    assert Image.open(path).size == size(4)  # 8 rows asked, one per latent dimension: latent_dim=4
+    width, height = Image.open(path).size  # 8 rows asked, one per latent dimension: latent_dim=4, each labelled
+    assert height == size(4)[1] and width > size(4)[0] + 10
     with pytest.raises(AecliError, match="mode='sideways' is not allowed"):
         sample_command(str(run), mode="sideways", device="cpu")
     # the strip's ends are the reconstructions of the two test images

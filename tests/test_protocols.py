@@ -281,3 +281,37 @@ def test_paper_experiments_compose_and_build(name):
         assert (cfg.data.binarize, list(cfg.net.hidden), cfg.latent_dim, cfg.net.activation) == \
             ("dynamic", [200, 200], 50, "tanh")
     assert ev.first_layer_weight(model) is not None  # every reproduction draws its filters
+
+
+# -- the paper classifier and what an evaluation records -----------------------------------------------------
+def test_cnn_classifier_trains_to_its_target_and_is_cached(data_root, tmp_path, monkeypatch):
+    from aecli import classifier
+    from aecli.data import Data
+
+    full = MNIST(root=str(data_root), download=False).load(torch.device("cpu"))
+    small = Data("mnist", full.classes, full.image_shape, full.train.head(2000), full.val.head(500),
+                 full.test.head(500), full.train_all.head(2000), key="mnist_small")
+    monkeypatch.setitem(classifier.TARGET_ACCURACY, "mnist", 0.85)
+    net, test_acc = classifier.load_paper_classifier(small, torch.device("cpu"), str(tmp_path))
+    saved = torch.load(tmp_path / "mnist_small_classifier_cnn_v1.pt", weights_only=True)
+    assert saved["val_acc"] >= 0.85 and saved["epochs"] < classifier.CNN_MAX_EPOCHS and test_acc > 0.8
+    assert net.features(small.test.batch(torch.arange(5))[0]).shape == (5, classifier.CNN_FEATURE_DIM)
+    again, acc = classifier.load_paper_classifier(small, torch.device("cpu"), str(tmp_path))  # from the cache
+    assert acc == test_acc and torch.equal(again.head.weight, net.head.weight)
+
+
+def test_an_evaluation_records_its_protocol_and_draws_the_curves(data_root, tmp_path):
+    sizes = {"eval.at_end": "true", "eval.test_images": 500, "eval.probe_train_images": 500, "eval.iw_samples": 50,
+             "eval.iw_images": 20, "eval.frechet_images": 500, "eval.mmd_images": 200, "eval.jacobian_images": 20,
+             "eval.parzen_samples": 300, "eval.contraction_images": 100, "data.binarize": "dynamic",
+             "hydra.run.dir": "run"}
+    r = run_cli("train", *tiny_overrides(data_root, **sizes), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "run"
+    e = __import__("json").loads((run / "eval.json").read_text())
+    assert (e["protocol"], e["binarize"], e["iw_samples"], e["iw_images"], e["probe_train_images"]) == \
+        ("fast", "dynamic", 50, 20, 500)
+    assert e["classifier"] == "v2e1" and 0 < e["classifier_acc"] <= 1 and e["iw_bound"] >= e["elbo"]
+    assert len(e["contraction"]) == len(e["contraction_radii"]) == len(ev.CONTRACTION_RADII)
+    assert math.isfinite(e["parzen_ll"]) and e["parzen_sigma"] in parzen.SIGMAS and e["parzen_se"] > 0
+    assert (run / "plots" / "filters.png").is_file() and (run / "plots" / "contraction.png").is_file()

@@ -113,6 +113,10 @@ def test_a_sweep_ends_by_writing_its_report(sweep):
     assert len(page.rows) == 3
 
 
+def expected_images(sweep_dir) -> int:
+    return sum(2 + len(list((sweep_dir / job / "plots").glob("*.png"))) for job in ("0", "1", "2")) + 2
+
+
 @pytest.mark.slow
 def test_report_is_self_contained(sweep, tmp_path):
     out, _ = sweep
@@ -122,8 +126,9 @@ def test_report_is_self_contained(sweep, tmp_path):
     assert external_references(text) == [] and "http://" not in text and "https://" not in text
     page = Page(text)
     assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
-    # per run: the newest recon and sample grids, the code scatter and the loss curves; then the two kinds of plot
-    assert len(page.images) == 3 * 4 + 2
+    # per run: the newest recon and sample grids and every picture in plots/ (the code scatter, the loss curves, the
+    # filters of an mlp); then the two kinds of plot
+    assert len(page.images) == expected_images(out)
     assert all(link.startswith("#run-") for link in page.links)
     for job in ("0", "1", "2"):
         recon = (out / job / "images" / "recon_epoch_002.png").read_bytes()
@@ -169,7 +174,7 @@ def test_report_renders_in_a_browser(sweep, tmp_path):
     dom = Page(proc.stdout)
     assert len(dom.rows) == 3 and all(src.startswith("data:image/png") for src in dom.images), proc.stderr[-2000:]
     result = json.loads(dom.probe)
-    assert result["images"] == result["decoded"] == len(dom.images) == 3 * 4 + 2
+    assert result["images"] == result["decoded"] == len(dom.images) == expected_images(out)
     values = [float(v) for v in result["sorted"]]
     assert values == sorted(values)  # the click sorted the table
 

@@ -220,3 +220,54 @@ def test_schedules_clipping_and_early_stopping_resume_exactly(knobs, data_root, 
     if "trainer.early_stopping.patience" in knobs:  # no epoch can improve by 1000 nats: stops after epoch 2
         assert [r["epoch"] for r in rows] == [1, 2] and alone.state.stopped_early
         assert rows[1]["lr"] == pytest.approx(rows[0]["lr"] * 0.1)  # step: one decay an epoch
+
+
+# -- lean epochs: checkpoints by time, grids every N epochs (trainer.checkpoint_every_s, trainer.images_every) -------
+def test_checkpoints_by_time_leave_the_run_unchanged_and_best_pt_right(data_root, fast_data, tmp_path, monkeypatch):
+    """checkpoint_every_s=1e9 writes last.pt and best.pt once, at the end (best.pt from its epoch's copy in memory);
+    a tiny interval writes last.pt after every step, mid-epoch; both end with the weights of the default run."""
+    def trained(name, *extra):
+        cfg = compose_tiny(data_root, "epochs=3", "model=ae", *extra)
+        trainer = Trainer(cfg, tmp_path / name)
+        writes = []
+        save = trainer.writer.checkpoint
+        monkeypatch.setattr(trainer.writer, "checkpoint", lambda state, *names: (writes.append(
+            (state["epoch"], state["step"], names)), save(state, *names)))
+        trainer.fit()
+        return trainer, writes
+
+    every_epoch, writes = trained("default")
+    assert [w[2] for w in writes].count(("last.pt",)) + [w[2] for w in writes].count(("last.pt", "best.pt")) == 3
+    rarely, writes = trained("rare", "trainer.checkpoint_every_s=1e9")
+    best_epoch = rarely.state.best_epoch
+    assert [(w[0], w[2]) for w in writes] == ([(3, ("last.pt", "best.pt"))] if best_epoch == 3 else
+                                              [(best_epoch, ("best.pt",)), (3, ("last.pt",))])
+    often, writes = trained("often", "trainer.checkpoint_every_s=1e-9")
+    assert [w[1] for w in writes if w[2] == ("last.pt",) and w[1] % 4] == [1, 2, 3, 5, 6, 7, 9, 10, 11]  # mid-epoch
+    for trainer in (rarely, often):
+        same_state(every_epoch.model.state_dict(), trainer.model.state_dict())
+        assert without_timing(trainer.state.rows) == without_timing(every_epoch.state.rows)
+        best = load_checkpoint(trainer.run_dir / "checkpoints" / "best.pt")
+        same_state(best["model"], load_checkpoint(every_epoch.run_dir / "checkpoints" / "best.pt")["model"])
+    grids = sorted(p.name for p in (tmp_path / "default" / "images").glob("recon_*"))
+    assert len(grids) == 3
+
+
+def test_grids_every_n_epochs_and_always_at_the_last(data_root, fast_data, tmp_path):
+    Trainer(compose_tiny(data_root, "epochs=5", "trainer.images_every=2"), tmp_path / "run").fit()
+    assert sorted(p.name for p in (tmp_path / "run" / "images").glob("recon_*")) == \
+        ["recon_epoch_002.png", "recon_epoch_004.png", "recon_epoch_005.png"]
+
+
+def test_matmul_precision_auto_is_tf32_on_cuda_only(data_root, fast_data, tmp_path):
+    from aecli.train import set_matmul_precision
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        assert set_matmul_precision("auto", torch.device("cuda")) == "high"
+        assert set_matmul_precision("auto", torch.device("cpu")) == "highest"
+        assert set_matmul_precision("medium", torch.device("cpu")) == torch.get_float32_matmul_precision() == "medium"
+        with pytest.raises(AecliError, match="trainer.matmul_precision='fast' is not allowed.*auto, highest, high"):
+            Trainer(compose_tiny(data_root, "trainer.matmul_precision=fast"), tmp_path / "run")
+    finally:
+        torch.set_float32_matmul_precision(before)

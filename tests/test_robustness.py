@@ -184,7 +184,7 @@ def test_a_new_run_never_writes_into_an_existing_run_folder(tmp_path, capsys):
     (run / "checkpoints" / "last.pt").write_bytes(b"precious")
     before = sorted(p.name for p in run.rglob("*"))
     code, err = cli_error(capsys, "train", f"hydra.run.dir={run}")
-    assert code == 2 and f"hydra.run.dir={run} already exists" in err and f"resume={run}" in err
+    assert code == 2 and f"hydra.run.dir={run} already holds a run" in err and f"resume={run}" in err
     assert sorted(p.name for p in run.rglob("*")) == before  # Hydra never started: no .hydra/ written
     with pytest.raises(AecliError, match="already holds a run"):  # and again inside the task
         check_new_run_dir(run)
@@ -281,7 +281,7 @@ def test_a_signal_during_the_final_evaluation_says_how_to_finish_it(tmp_path, da
             break
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and err.count("\n") == 1, err
-    assert "during the evaluation: training finished" in err and f"aecli eval run=" in err
+    assert "during the evaluation: training finished" in err and "aecli eval run=" in err
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "interrupted" and status["stage"] == "evaluation"
     assert not (tmp_path / "run" / "eval.json").exists() and (tmp_path / "run" / "checkpoints" / "best.pt").is_file()

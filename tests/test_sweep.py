@@ -21,7 +21,8 @@ from aecli.errors import AecliError
 from conftest import run_cli, tiny_overrides
 
 CONF = config_dir()
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+# the seeds' setups; the papers' (paper_*.yaml) are checked in test_protocols.py
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("seed_*.yaml"))
 
 
 def smallest(data_root: Path, **extra) -> list[str]:
@@ -86,7 +87,7 @@ def test_failing_job_is_marked_failed_and_the_others_finish(grid):
         assert "lambda=-1" in row["error"] and row["val_loss"] == ""
         assert not (out / row["run"] / "metrics.csv").exists()
     assert (out / "2" / "checkpoints" / "best.pt").is_file()  # the job after a failed one trained
-    assert "2 failed" in stdout and "2 of 4 jobs failed" in stdout  # and the sweep exits 1 (the fixture checks)
+    assert "2 of 4 jobs failed" in stdout  # and the sweep exits 1 (the fixture checks)
 
 
 def test_runs_sorts_any_set_of_runs(grid, capsys):
@@ -119,14 +120,28 @@ def test_summary_reads_eval_json_and_status(tmp_path):
     assert sweep.summarize(run, "a")["status"] == "ok" and sweep.summarize(run, "a")["seconds"] == 12.346
 
 
-def test_table_shows_what_differs_and_the_rest_once(capsys):
-    rows = [{"run": str(i), "overrides": f"data.root=/d lambda={i}", "val_loss": 1.0 + i, "test_bce": 80.0 + i,
-             "test_pixel_acc": 0.9, "seconds": 1.0, "status": "ok"} for i in (1, 2)]
-    sweep.print_table(rows, "t")
-    out = capsys.readouterr().out
-    header = next(line for line in out.splitlines() if "val_loss" in line)
-    assert "test_bce" in header and "pixel" not in header  # a column only where the runs differ
-    assert "every run: data.root=/d" in out and "pixel_acc 0.9" in out and "82" in out
+def test_the_table_is_compact_and_fits_the_terminal(capsys, monkeypatch):
+    """The run, what varies, the status, the optimized metric and headline test numbers; what every run shares
+    once below; never wider than the terminal (or 100 columns in a pipe); errors one line each; columns= chooses."""
+    rows = [{"run": str(i), "overrides": f"data.root=/d lambda={i} lr=0.0012520653814999472", "val_loss": 1.0 + i,
+             "test_recon_bce": 80.0 + i, "test_pixel_probe_acc": 0.9, "test_probe_acc": 0.8, "seconds": 1.0,
+             "status": "ok" if i < 3 else "failed", "error": "lambda=-1 is not allowed: " + "x" * 300,
+             "optimized": 70.0 + i, "optimized_metric": "val_recon"} for i in (1, 2, 3)]
+    rows[0]["error"] = rows[1]["error"] = None
+    for width in (60, 100, 200):
+        monkeypatch.setenv("COLUMNS", str(width))
+        sweep.print_table(rows, "t")
+        out = capsys.readouterr().out
+        assert max(len(line) for line in out.splitlines()) <= width, out
+        header = next(line for line in out.splitlines() if "run" in line and "status" in line)
+        assert "val_recon" in header and "lambda=" not in header
+        assert "every run: data.root=/d lr=0.001252" in out  # shared overrides once, long numbers shortened
+        assert sum("3 failed: lambda=-1" in line for line in out.splitlines()) == 1  # one line, cut to the width
+    assert "recon_bce" in header and "probe_acc" in header and "pixel" not in header  # at 200 columns
+    sweep.print_table(rows, "t", ["run", "test_pixel_probe_acc"])
+    assert "pixel_probe_acc" in capsys.readouterr().out
+    with pytest.raises(AecliError, match="columns=nope is not a column"):
+        sweep.print_table(rows, "t", ["nope"])
 
 
 def test_thread_share(monkeypatch):
@@ -170,6 +185,23 @@ def test_optuna_search_is_seeded_and_minimizes():
     hc = compose_with("hparams_search=optuna", "seed=7", hydra=True).hydra
     assert hc.sweeper.sampler.seed == 7 and hc.sweeper.direction == "minimize" and hc.mode.name == "MULTIRUN"
     assert set(hc.sweeper.params) == {"lr", "lambda", "latent_dim"}
+
+
+def test_an_optuna_search_stopped_and_continued_on_its_storage_proposes_new_trials(tmp_path, data_root):
+    """Two commands on one sqlite storage (SQLAlchemy 1.4: 2.x fails optuna 2.10's schema check) make one study of
+    two different trials: the continued search neither fails nor draws the first trial's values again."""
+    import optuna
+
+    db = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={db}", *smallest(data_root)]
+    for attempt in ("first", "again"):
+        (tmp_path / attempt).mkdir()
+        proc = run_cli("train", *args, f"hydra.sweep.dir={tmp_path / attempt / 'sweep'}", cwd=tmp_path / attempt)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = optuna.load_study(study_name="aecli", storage=db).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"] and trials[0].params != trials[1].params
+    hc = compose_with("hparams_search=optuna", "seed=7", f"hydra.sweeper.storage={db}", hydra=True).hydra
+    assert hc.sweeper.sampler.seed == 9  # the seed, plus the trials the study holds
 
 
 def test_joblib_runs_jobs_side_by_side_with_a_share_of_the_cores(search):

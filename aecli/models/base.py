@@ -69,6 +69,9 @@ class Autoencoder(nn.Module):
     #: "native": training shapes the codes toward the model's own p(z), N(0, I) unless it says otherwise;
     #: "fitted": the trainer fits a mixture to the codes (aecli.models.prior.FittedPrior)
     code_prior: ClassVar[str] = "native"
+    #: True when fit_prior also sets what validation reads (pca solves its eigenproblem there): the trainer then
+    #: fits before every validation, not only before the grids and checkpoints
+    fit_sets_weights: ClassVar[bool] = False
     #: True when the model bounds log p(x) (elbo_terms): the ELBO and the importance-weighted bound
     elbo: ClassVar[bool] = False
     #: True when the model reconstructs from a corrupted input (corrupt): the denoising metrics

@@ -28,6 +28,7 @@ class PCA(FittedPrior, Autoencoder):
     name = "pca"
     # closed form: no regularizer, no network, no gradient steps (and the fit does not depend on the batches)
     ignores = ("lambda", "net", "lr", "batch_size", "trainer.optimizer", "trainer.weight_decay")
+    fit_sets_weights = True  # the eigenproblem is solved in fit_prior
 
     def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
         super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)

@@ -88,7 +88,7 @@ class GaussianMixture(nn.Module):
 
 class FittedPrior:
     """Mixin for models without a native prior (it declares code_prior = "fitted"): `fit_prior` fits a Gaussian
-    mixture to the training codes (the trainer calls it at every epoch end) and `sample_prior` draws from it.
+    mixture to the training codes (the trainer calls it before an epoch's grids and checkpoints) and `sample_prior` draws from it.
     Call `init_fitted_prior()` in the constructor: the mixture is a buffer, so checkpoints carry it."""
 
     code_prior = "fitted"
