@@ -90,19 +90,28 @@ def accuracy(net: FeatureNet, split, batch: int = 2000) -> float:
     return correct / len(split)
 
 
+def from_cache(net: nn.Module, path: Path, device: torch.device) -> tuple[nn.Module, float] | None:
+    """`net` with the cached weights at `path` (eval mode, on `device`) and its test accuracy; None when there is no
+    cache, or a stale or broken one (then retrained, not fatal)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(saved["model"])
+        return net.to(device).eval(), float(saved["test_acc"])
+    except Exception as e:  # noqa: BLE001
+        log.warning(f"ignoring the unreadable classifier cache {path} ({type(e).__name__}): retraining")
+        return None
+
+
 def load_classifier(data, device: torch.device, epochs: int = 1,
                     cache_dir: str | None = None) -> tuple[FeatureNet, float]:
     """The data set's classifier (eval mode, on `device`) and its test accuracy: from the cache, or trained on the
     whole training split and cached (written atomically, so concurrent runs never see half a file)."""
     path = cache_folder(cache_dir) / f"{data.key}_classifier_v{VERSION}_e{epochs}.pt"
-    net = FeatureNet(data.image_shape, data.n_classes)
-    if path.is_file():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            net.load_state_dict(saved["model"])
-            return net.to(device).eval(), float(saved["test_acc"])
-        except Exception as e:  # noqa: BLE001 - a stale or broken cache is retrained, not fatal
-            log.warning(f"ignoring the unreadable classifier cache {path} ({type(e).__name__}): retraining")
+    cached = from_cache(FeatureNet(data.image_shape, data.n_classes), path, device)
+    if cached is not None:
+        return cached
     log.info(f"training the {data.name} feature classifier once ({epochs} epochs on {len(data.train_all)} images); "
              f"cached in {path}")
     net = train_classifier(data.train_all, data.image_shape, data.n_classes, epochs, device)
@@ -174,14 +183,9 @@ def load_paper_classifier(data, device: torch.device, cache_dir: str | None = No
     """eval.classifier=cnn: the data set's ConvFeatureNet (eval mode) and its test accuracy, trained once to the data
     set's TARGET_ACCURACY and cached as `<cache>/<data key>_classifier_cnn_v<CNN_VERSION>.pt`."""
     path = cache_folder(cache_dir) / f"{data.key}_classifier_cnn_v{CNN_VERSION}.pt"
-    net = ConvFeatureNet(data.image_shape, data.n_classes)
-    if path.is_file():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            net.load_state_dict(saved["model"])
-            return net.to(device).eval(), float(saved["test_acc"])
-        except Exception as e:  # noqa: BLE001 - a stale or broken cache is retrained, not fatal
-            log.warning(f"ignoring the unreadable classifier cache {path} ({type(e).__name__}): retraining")
+    cached = from_cache(ConvFeatureNet(data.image_shape, data.n_classes), path, device)
+    if cached is not None:
+        return cached
     target = TARGET_ACCURACY.get(data.name)
     log.info(f"training the {data.name} cnn feature classifier once (to validation accuracy {target}); cached in {path}")
     net, val_acc, epochs = train_to_target(data, device, target)

@@ -262,6 +262,9 @@ def train_main(args: list[str]) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # optuna's own handler writes colour codes to pipes
+    from aecli.sweep import LAST_SWEEP
+
+    LAST_SWEEP.clear()  # this command's sweep only (several commands may run in one process: the API, the tests)
     try:
         run()
     except Exception as e:  # noqa: BLE001
@@ -269,8 +272,6 @@ def train_main(args: list[str]) -> None:
             raise
         hint = next((h for key, h in HYDRA_HINTS.items() if key in str(e)), "")
         fail(f"the run could not start: {one_line(e)}{hint}")
-    from aecli.sweep import LAST_SWEEP
-
     if LAST_SWEEP.get("failed"):  # scripts and CI notice a sweep with failed jobs
         fail(f"{LAST_SWEEP['failed']} of {LAST_SWEEP['jobs']} jobs failed (their errors are in the table above and "
              f"in {Path(LAST_SWEEP['dir']) / 'summary.csv'}); run the same command with "

@@ -101,13 +101,7 @@ def plot_losses(rows: list[dict], path: Path, title: str = "", units: str = "nat
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(units)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return finish(fig, ax, title, path)
 
 
 def plot_code_scatter(points: torch.Tensor, labels: torch.Tensor, classes: list[str], path: Path,
@@ -166,6 +160,13 @@ def plot_contraction(curves: dict, path: Path, title: str = "") -> Path:
     ax.set_xlabel("||e||, the distance from a test image")
     ax.set_ylabel("mean ||f(x + e) - f(x)|| / ||e||")
     ax.set_yscale("log")
+    return finish(fig, ax, title, path)
+
+
+def finish(fig, ax, title: str, path: Path) -> Path:
+    """A line plot's title, grid and legend; written to `path` and closed."""
+    import matplotlib.pyplot as plt
+
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

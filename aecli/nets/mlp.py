@@ -103,4 +103,4 @@ class MLP(Net):
         return MLPDecoder(image_shape, self.hidden, self.activation, in_dim, cond_dim, dropout)
 
     def describe(self) -> str:
-        return f"mlp {self.hidden} {self.activation}"
+        return f"mlp {self.hidden} {self.activation}" if self.hidden else "mlp [] (one linear layer each way)"
