@@ -61,7 +61,7 @@ def main() -> None:
     summary = out / "summary.csv"
     rows = list(csv.DictReader(open(summary, newline=""))) if summary.is_file() else []
     ok = [r for r in rows if r["status"] == "ok"]
-    print(f"\n| job | overrides | status | seconds |\n| --- | --- | --- | ---: |")
+    print("\n| job | overrides | status | seconds |\n| --- | --- | --- | ---: |")
     for r in rows:
         print(f"| {r['run']} | {r['overrides']} | {r['status']} | {float(r['seconds'] or 'nan'):.1f} |")
     print(f"\n16 jobs ({a.epochs} epochs each, {a.n_jobs} at a time, eval {'off' if a.no_eval else 'on'}): "
