@@ -278,11 +278,13 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
             lambda run: "no number to compare; filters: `plots/filters.png`", r["dae"], device),
         row("SAE, Ng's notes: mean activation rho = 0.1, pen-stroke filters",
             lambda run: (f"mean activation **{run['eval']['mean_activation']:.3f}**, "
-                         f"{run['eval']['off_fraction']:.0%} of units below 0.05; probe {run['eval']['probe_acc']:.1%}"),
+                         f"{run['eval']['off_fraction']:.0%} of units below 0.05; "
+                         f"probe {run['eval']['probe_acc']:.1%}"),
             lambda run: "the sparsity target is met when the mean is near 0.1; filters: `plots/filters.png`",
             r["sae"], device),
     ]
     curves = [name for name in ("cae", "dae", "ae") if r[name] is not None]
+    picture = target.with_suffix(".contraction.png")  # beside the table
     radii = r[curves[0]]["eval"]["contraction_radii"] if curves else []
     pick = [i for i, x in enumerate(radii) if x in (0.5, 2.0, 6.0, 15.0)]
 
@@ -321,7 +323,9 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
         "",
         "Mean ||f(x + e) - f(x)|| / ||e|| over 1,000 test images against the radius ||e|| (e uniform on the sphere; "
         "a test image's norm is about 9), for the three models of equal size (`plots/contraction.png` in each run; "
-        f"all three: `{out / 'contraction.png'}`):",
+        f"all three below, `{picture.name}`):",
+        "",
+        f"![the contraction curves of cae, dae and ae]({picture.name})",
         "",
         "| radius | " + " | ".join(f"{x:g}" for x in radii) + " |",
         "| --- | " + " | ".join("---:" for _ in radii) + " |",
@@ -355,7 +359,7 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
     from aecli.plots import plot_contraction
 
     if curves:
-        plot_contraction({n: (radii, r[n]["eval"]["contraction"]) for n in curves}, out / "contraction.png",
+        plot_contraction({n: (radii, r[n]["eval"]["contraction"]) for n in curves}, picture,
                          title="contraction on MNIST, 1000 sigmoid units")
 
 
