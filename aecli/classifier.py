@@ -64,19 +64,30 @@ def cache_folder(cache_dir: str | None = None) -> Path:
 def train_classifier(split, image_shape, n_classes: int, epochs: int, device: torch.device) -> FeatureNet:
     """Fit FeatureNet on a labelled split with cross-entropy, Adam, a fixed seed."""
     gen = torch.Generator().manual_seed(SEED)
-    with torch.random.fork_rng():  # the run's own RNG stream is left as it was
-        torch.manual_seed(SEED)
-        net = FeatureNet(image_shape, n_classes).to(device)
+    net = seeded(FeatureNet, image_shape, n_classes, device)
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     for _ in range(epochs):
-        perm = torch.randperm(len(split), generator=gen).to(split.images.device)
-        for start in range(0, len(perm), BATCH):
-            x, y = split.batch(perm[start:start + BATCH])
-            loss = F.cross_entropy(net(x.to(device)), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train_epoch(net, opt, split, gen, device)
     return net.eval()
+
+
+def seeded(cls, image_shape, n_classes: int, device: torch.device) -> nn.Module:
+    """A classifier net initialized from SEED; the run's own RNG stream is left as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        return cls(image_shape, n_classes).to(device)
+
+
+def train_epoch(net: nn.Module, opt, split, gen: torch.Generator, device: torch.device) -> None:
+    """One pass of cross-entropy over `split` in batches of BATCH, shuffled by `gen`."""
+    net.train()
+    perm = torch.randperm(len(split), generator=gen).to(split.images.device)
+    for start in range(0, len(perm), BATCH):
+        x, y = split.batch(perm[start:start + BATCH])
+        loss = F.cross_entropy(net(x.to(device)), y.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
 
 
 @torch.no_grad()
@@ -154,20 +165,11 @@ def train_to_target(data, device: torch.device, target: float | None) -> tuple[C
     reaches `target` (CNN_MAX_EPOCHS at most; CNN_EPOCHS without a target). Returns the net, its validation accuracy
     and the epochs trained."""
     gen = torch.Generator().manual_seed(SEED)
-    with torch.random.fork_rng():
-        torch.manual_seed(SEED)
-        net = ConvFeatureNet(data.image_shape, data.n_classes).to(device)
+    net = seeded(ConvFeatureNet, data.image_shape, data.n_classes, device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    split, val_acc = data.train_all, 0.0
+    val_acc = 0.0
     for epoch in range(1, (CNN_EPOCHS if target is None else CNN_MAX_EPOCHS) + 1):
-        net.train()
-        perm = torch.randperm(len(split), generator=gen).to(split.images.device)
-        for start in range(0, len(perm), BATCH):
-            x, y = split.batch(perm[start:start + BATCH])
-            loss = F.cross_entropy(net(x.to(device)), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train_epoch(net, opt, data.train_all, gen, device)
         val_acc = accuracy(net.eval(), data.val)
         log.info(f"cnn classifier epoch {epoch}: validation accuracy {val_acc:.4f}"
                  + ("" if target is None else f" (target {target})"))
