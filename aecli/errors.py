@@ -13,3 +13,10 @@ def exit_with(message: str, code: int = 2) -> None:
 
     print(f"aecli: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+class Pruned(AecliError):
+    """A search's pruner stopped a trial that fell behind (hydra.sweeper.pruner): not a failure. The run keeps its
+    checkpoints and rows, its status is `pruned` and it exits with this code."""
+
+    exit_code = 4
