@@ -22,28 +22,21 @@ import torch
 import torch.nn.functional as F
 
 from aecli import schema
-from aecli.models.base import IMAGE_SHAPE
-from aecli.models.deterministic import DeterministicAE, code_activation, recon_loss
+from aecli.models.deterministic import CodeOptions, DeterministicAE
 from aecli.models.prior import FittedPrior
 
 
 @dataclass
-class Options(schema.Options):
+class Options(CodeOptions):
     tied: bool = schema.boolean(False)  # decoder weights = the encoder's transposed (a net that ties: mlp)
     dropout: float = schema.number(0.0, low=0, high=1, high_open=True)  # after every hidden activation
     layer_match: float = schema.number(0.0, low=0)  # weight of the MSE between mirror hidden activations
-    code_activation: str = code_activation()
-    recon_loss: str = recon_loss()
 
 
 class AE(FittedPrior, DeterministicAE):
     name = "ae"
     Options = Options
     default_lambda = 0.0
-
-    def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
-        super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
-        self.init_fitted_prior()
 
     def weights(self) -> list[torch.Tensor]:
         """Every weight matrix and convolution kernel (not biases); a tied weight counts once."""

@@ -34,8 +34,7 @@ from torch.autograd.function import once_differentiable
 from torch.func import jacfwd, jacrev, vmap
 
 from aecli import schema
-from aecli.models.base import IMAGE_SHAPE
-from aecli.models.deterministic import DeterministicAE, code_activation, recon_loss
+from aecli.models.deterministic import CodeOptions, DeterministicAE, code_activation
 from aecli.models.prior import FittedPrior
 from aecli.nets import activation_slope
 from aecli.nets.conv import ConvEncoder
@@ -51,21 +50,16 @@ LEARNED_LAMBDA = 100.0  # the largest lambda measured to learn (benchmarks/learn
 
 
 @dataclass
-class Options(schema.Options):
+class Options(CodeOptions):
+    code_activation: str = code_activation("sigmoid")  # sigmoid as in the paper
     jacobian: str = schema.choice("exact", "estimate")  # exact: closed form or the chain rule; estimate: projections
     projections: int = schema.integer(1, low=1)  # k projections v ~ N(0, I) per image for jacobian=estimate
-    code_activation: str = code_activation("sigmoid")  # sigmoid as in the paper
-    recon_loss: str = recon_loss()
 
 
 class CAE(FittedPrior, DeterministicAE):
     name = "cae"
     Options = Options
     default_lambda = 0.1
-
-    def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
-        super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
-        self.init_fitted_prior()
 
     def start_warning(self) -> str | None:
         if self.lam > LEARNED_LAMBDA:

@@ -19,17 +19,14 @@ from dataclasses import dataclass
 import torch
 
 from aecli import schema
-from aecli.models.base import IMAGE_SHAPE
-from aecli.models.deterministic import DeterministicAE, code_activation, recon_loss
+from aecli.models.deterministic import CodeOptions, DeterministicAE
 from aecli.models.prior import FittedPrior
 
 
 @dataclass
-class Options(schema.Options):
+class Options(CodeOptions):
     noise: str = schema.choice("masking", "gaussian", "salt_pepper")  # the corruption q(x~|x)
     level: float = schema.number(0.25, low=0, high=1)  # sigma for gaussian, the fraction of pixels corrupted otherwise
-    code_activation: str = code_activation()
-    recon_loss: str = recon_loss()
 
 
 class DAE(FittedPrior, DeterministicAE):
@@ -38,10 +35,6 @@ class DAE(FittedPrior, DeterministicAE):
     default_lambda = 0.0
     denoising = True
     ignores = ("lambda",)  # the corruption is the regularizer
-
-    def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
-        super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
-        self.init_fitted_prior()
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         """A draw of x~ ~ q(x~|x), on x's device."""

@@ -16,6 +16,8 @@ the base class's native prior instead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -34,6 +36,15 @@ def code_activation(default: str = "none"):
 def recon_loss():
     """The `recon_loss` option: bce (Bernoulli cross-entropy, nats) or mse (squared error), summed over pixels."""
     return schema.choice("bce", "mse")
+
+
+@dataclass
+class CodeOptions(schema.Options):
+    """The options every deterministic model with a free code activation shares (ae, cae, dae); a model's own
+    Options derive from it and add theirs."""
+
+    code_activation: str = code_activation()
+    recon_loss: str = recon_loss()
 
 
 class DeterministicAE(Autoencoder):

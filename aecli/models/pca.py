@@ -43,7 +43,6 @@ class PCA(FittedPrior, Autoencoder):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("sum_x", torch.zeros(d, dtype=torch.float64))
         self.register_buffer("sum_xxT", torch.zeros(d, d, dtype=torch.float64))
-        self.init_fitted_prior()
 
     def encode(self, x, y=None):
         return (x.flatten(1) - self.mean) @ self.components

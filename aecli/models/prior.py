@@ -88,13 +88,15 @@ class GaussianMixture(nn.Module):
 
 class FittedPrior:
     """Mixin for models without a native prior (it declares code_prior = "fitted"): `fit_prior` fits a Gaussian
-    mixture to the training codes (the trainer calls it before an epoch's grids and checkpoints) and `sample_prior` draws from it.
-    Call `init_fitted_prior()` in the constructor: the mixture is a buffer, so checkpoints carry it."""
+    mixture to the training codes (the trainer calls it before an epoch's grids and checkpoints) and `sample_prior`
+    draws from it. Listed first among the bases (`class AE(FittedPrior, DeterministicAE)`), it adds the mixture
+    once the model is built: a buffer, so checkpoints carry it."""
 
     code_prior = "fitted"
     mixture: GaussianMixture
 
-    def init_fitted_prior(self) -> None:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.mixture = GaussianMixture(COMPONENTS, self.latent_dim)
 
     @torch.no_grad()

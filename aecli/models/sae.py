@@ -49,7 +49,6 @@ class SAE(FittedPrior, DeterministicAE):
 
     def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
         super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
-        self.init_fitted_prior()
         # start every unit at the target activation, sigmoid(b) = rho: the KL then starts at its minimum instead of
         # pushing every unit down at once into saturation (the conv sae stayed at the mean image that way)
         if self.sparsity == "kl":

@@ -25,6 +25,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from aecli import schema
 from aecli.errors import AecliError
 
 ACTIVATIONS = {
@@ -114,12 +115,25 @@ class Net:
     name: ClassVar[str] = "net"
     #: True when the decoder can share the encoder's weights, transposed (model.tied=true)
     ties_weights: ClassVar[bool] = False
+    #: the modules built by `encoder` and `decoder`: Encoder(image_shape, *options, out_dim, cond_dim, dropout),
+    #: the options in the order `Options` declares them (a net may instead override encoder and decoder)
+    Encoder: ClassVar[type[nn.Module]]
+    Decoder: ClassVar[type[nn.Module]]
+
+    def __init__(self, **options):
+        """The net's options (its yaml's keys), completed by the defaults `Options` declares."""
+        for key, value in {**schema.defaults(self.Options), **options}.items():
+            setattr(self, key, value)
+
+    def options(self) -> list:
+        """The option values in the order `Options` declares them."""
+        return [getattr(self, key) for key in schema.fields(self.Options)]
 
     def encoder(self, image_shape: Sequence[int], out_dim: int, cond_dim: int = 0, dropout: float = 0.0) -> nn.Module:
-        raise NotImplementedError
+        return self.Encoder(image_shape, *self.options(), out_dim, cond_dim, dropout)
 
     def decoder(self, image_shape: Sequence[int], in_dim: int, cond_dim: int = 0, dropout: float = 0.0) -> nn.Module:
-        raise NotImplementedError
+        return self.Decoder(image_shape, *self.options(), in_dim, cond_dim, dropout)
 
     def describe(self) -> str:
         """The net in a few words, for logs and messages: `mlp [512, 256] relu`."""

@@ -98,15 +98,7 @@ class Conv(Net):
 
     name = "conv"
     Options = Options
-
-    def __init__(self, channels: Sequence[int] = (32, 64), activation: str = "relu"):
-        self.channels, self.activation = list(channels), activation
-
-    def encoder(self, image_shape, out_dim, cond_dim=0, dropout=0.0):
-        return ConvEncoder(image_shape, self.channels, self.activation, out_dim, cond_dim, dropout)
-
-    def decoder(self, image_shape, in_dim, cond_dim=0, dropout=0.0):
-        return ConvDecoder(image_shape, self.channels, self.activation, in_dim, cond_dim, dropout)
+    Encoder, Decoder = ConvEncoder, ConvDecoder
 
     def describe(self) -> str:
         return f"conv {self.channels} {self.activation}"

@@ -92,15 +92,7 @@ class MLP(Net):
     name = "mlp"
     ties_weights = True
     Options = Options
-
-    def __init__(self, hidden: Sequence[int] = (512, 256), activation: str = "relu"):
-        self.hidden, self.activation = list(hidden), activation
-
-    def encoder(self, image_shape, out_dim, cond_dim=0, dropout=0.0):
-        return MLPEncoder(image_shape, self.hidden, self.activation, out_dim, cond_dim, dropout)
-
-    def decoder(self, image_shape, in_dim, cond_dim=0, dropout=0.0):
-        return MLPDecoder(image_shape, self.hidden, self.activation, in_dim, cond_dim, dropout)
+    Encoder, Decoder = MLPEncoder, MLPDecoder
 
     def describe(self) -> str:
         return f"mlp {self.hidden} {self.activation}" if self.hidden else "mlp [] (one linear layer each way)"
