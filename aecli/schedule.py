@@ -3,7 +3,8 @@
 `trainer.scheduler` (conf/trainer/default.yaml):
 
     none      lr_t = lr
-    cosine    lr_t = lr * (m + (1 - m) (1 + cos(pi t / T)) / 2)     t the step, T the run's steps, m = min_lr_ratio
+    cosine    lr_t = lr * (m + (c - m) (1 + cos(pi (t - s) / (T - s))) / 2)   t the step, T the run's steps,
+              m = min_lr_ratio; s = 0 and c = 1 unless a resume moved the horizon T (below)
     step      lr_t = lr * gamma ** floor((epoch - 1) / step_size)   epoch counted from 1
     plateau   lr_t = lr * gamma ** k, k the times the monitored metric went `patience` epochs without improving
     iwae      lr_t = lr * 10 ** (-i / 7) in stage i = 0, 1, ..., which lasts 3 ** i epochs: Burda et al. 2015's
@@ -14,6 +15,10 @@ linear warm-up. The rate is a function of the step, the epoch and, for plateau, 
 aae's three included, each at its own base rate) before every step, so nothing hides in torch's scheduler objects
 and a resume continues it exactly from the checkpoint's step, epoch and `state_dict()`.
 
+A resume with another `epochs` moves the cosine's horizon T: the rate then decays from where it was, c at the
+checkpoint's step s, to m at the new T (one log line says so), so the extended run follows one schedule from the
+resume point on, never a saw-tooth.
+
 Early stopping (`trainer.early_stopping.patience` = P): training ends after P epochs in which the monitored metric
 did not improve on its best by more than `min_delta`. The monitored metric, for both plateau and early stopping,
 is the run's `optimized_metric` (a validation column; lower or higher is better as its name says).
@@ -21,7 +26,12 @@ is the run's `optimized_metric` (a validation column; lower or higher is better 
 
 from __future__ import annotations
 
+import logging
 import math
+
+from aecli.metric_names import direction
+
+log = logging.getLogger("aecli")
 
 SCHEDULERS = ("none", "cosine", "step", "plateau", "iwae")
 
@@ -48,6 +58,7 @@ class LrSchedule:
         self.name, self.warmup_steps, self.total_steps = name, warmup_steps, max(1, total_steps)
         self.min_lr_ratio, self.step_size, self.gamma, self.patience = min_lr_ratio, step_size, gamma, patience
         self.maximize = maximize
+        self.anchor = (0, 1.0)  # cosine: (s, c), the step and the factor it decays from (module doc)
         self.reductions = 0  # plateau: k
         self.best: float | None = None
         self.bad_epochs = 0
@@ -55,8 +66,7 @@ class LrSchedule:
     def factor(self, step: int, epoch: int) -> float:
         """lr_t / lr at optimizer step `step` (counted from 1) of epoch `epoch` (counted from 1)."""
         if self.name == "cosine":
-            t = min(step - 1, self.total_steps) / self.total_steps
-            f = self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+            f = self.cosine(step)
         elif self.name == "step":
             f = self.gamma ** ((epoch - 1) // self.step_size)
         elif self.name == "plateau":
@@ -68,6 +78,12 @@ class LrSchedule:
         if self.warmup_steps > 0:
             f *= min(1.0, step / self.warmup_steps)
         return f
+
+    def cosine(self, step: int) -> float:
+        start, c = self.anchor
+        span = max(1, self.total_steps - start)
+        t = min(max(step - 1 - start, 0), span) / span
+        return self.min_lr_ratio + (c - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     def apply(self, optimizers: dict, base_lrs: dict, step: int, epoch: int) -> float:
         """Set every optimizer's rate for `step`; returns the factor."""
@@ -91,10 +107,23 @@ class LrSchedule:
         return False
 
     def state_dict(self) -> dict:
-        return {"reductions": self.reductions, "best": self.best, "bad_epochs": self.bad_epochs}
+        return {"reductions": self.reductions, "best": self.best, "bad_epochs": self.bad_epochs,
+                "horizon": self.total_steps, "anchor": list(self.anchor)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, step: int = 0) -> str | None:
+        """The state of a checkpoint taken after `step` steps; when its horizon differs from this run's (a resume
+        with another `epochs`), the cosine decays from its factor at the next step to the new horizon: returns the
+        line that says so."""
         self.reductions, self.best, self.bad_epochs = state["reductions"], state["best"], state["bad_epochs"]
+        self.anchor = tuple(state.get("anchor", (0, 1.0)))
+        saved = state.get("horizon", self.total_steps)
+        if self.name != "cosine" or saved == self.total_steps:
+            return None
+        now, self.total_steps = self.total_steps, saved
+        self.anchor = (step, self.cosine(step + 1))
+        self.total_steps = now
+        return (f"the cosine schedule's horizon moved from {saved} to {now} steps: the learning rate decays from "
+                f"{self.anchor[1]:.3g} x lr at step {step + 1} to {self.min_lr_ratio:g} x lr at step {now}")
 
 
 class EarlyStopping:
@@ -119,3 +148,52 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+
+
+class Schedule:
+    """What changes over a run besides the weights (module doc): the learning rate, set on every optimizer before
+    every step (`apply`), and the epoch-end watch of `optimized_metric` by plateau and early stopping
+    (`end_epoch`, True when the run should stop)."""
+
+    def __init__(self, cfg, optimizers: dict, steps_per_epoch: int):
+        t = cfg.trainer
+        maximize = direction(cfg.optimized_metric) == "maximize"
+        self.lr = LrSchedule(t.scheduler, t.warmup_steps, cfg.epochs * steps_per_epoch, t.min_lr_ratio, t.step_size,
+                             t.gamma, t.plateau_patience, maximize)
+        self.stopper = EarlyStopping(t.early_stopping.patience, t.early_stopping.min_delta, maximize)
+        self.optimizers, self.base_lr, self.metric = optimizers, cfg.lr, cfg.optimized_metric
+        self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
+        self.active = t.scheduler != "none" or t.warmup_steps > 0
+
+    def apply(self, step: int, epoch: int) -> None:
+        """Every optimizer's rate for `step` (counted from 1) of `epoch`."""
+        if self.active:
+            self.lr.apply(self.optimizers, self.base_lrs, step, epoch)
+
+    def rate(self, step: int, epoch: int) -> float:
+        """The learning rate at `step` of `epoch`."""
+        return self.base_lr * self.lr.factor(max(step, 1), epoch)
+
+    def end_epoch(self, row: dict) -> bool:
+        """The epoch's monitored metric (optimized_metric) to plateau and to early stopping; True: stop now."""
+        value = row.get(self.metric)
+        if self.lr.end_epoch(value):
+            log.info(f"plateau: {self.metric} has not improved for {self.lr.patience} epochs; the learning rate is "
+                     f"now {self.lr.gamma ** self.lr.reductions:g} x lr")
+        if not self.stopper.update(value, row["epoch"]):
+            return False
+        log.info(f"early stopping after epoch {row['epoch']}: {self.metric} has not improved by more than "
+                 f"{self.stopper.min_delta:g} for {self.stopper.patience} epochs (best {self.stopper.best:.4g} at "
+                 f"epoch {self.stopper.best_epoch})")
+        return True
+
+    def state_dict(self) -> dict:
+        return {"lr": self.lr.state_dict(), "early_stopping": self.stopper.state_dict()}
+
+    def load_state_dict(self, state: dict, step: int) -> None:
+        """A checkpoint's state, taken after `step` steps (nothing for a checkpoint without one)."""
+        if state:
+            moved = self.lr.load_state_dict(state["lr"], step)
+            if moved:
+                log.info(moved)
+            self.stopper.load_state_dict(state["early_stopping"])

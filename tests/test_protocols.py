@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-import aecli.train as train_mod
+import aecli.build as build_mod
 from aecli import evaluate as ev
 from aecli import metrics, parzen
 from aecli.cli import config_dir
@@ -109,7 +109,7 @@ def test_resumed_dynamic_run_equals_uninterrupted(data_root, tmp_path, monkeypat
     """The binary draws continue where they stopped: mid-epoch and at an epoch's end (tests/test_resume.py's check)."""
     data = MNIST(root=str(data_root), download=False, limit=256, val_size=128,
                  binarize="dynamic").load(torch.device("cpu"))
-    monkeypatch.setattr(train_mod, "build_dataset", lambda cfg: types.SimpleNamespace(load=lambda device: data))
+    monkeypatch.setattr(build_mod, "build_dataset", lambda cfg: types.SimpleNamespace(load=lambda device: data))
     threads = torch.get_num_threads()
 
     def cfg(**extra):

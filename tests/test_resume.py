@@ -17,7 +17,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import aecli.train as train_mod
+import aecli.build as build_mod
 from aecli.checkpoint import load_checkpoint, load_model_state
 from aecli.cli import config_dir, main
 from aecli.config import build_model, plain
@@ -47,7 +47,7 @@ def shared_data(data_root):
 @pytest.fixture
 def fast_data(shared_data, monkeypatch):
     """Every Trainer in the test reuses the loaded splits (they are never written to)."""
-    monkeypatch.setattr(train_mod, "build_dataset", lambda cfg: types.SimpleNamespace(load=lambda device: shared_data))
+    monkeypatch.setattr(build_mod, "build_dataset", lambda cfg: types.SimpleNamespace(load=lambda device: shared_data))
     threads = torch.get_num_threads()
     yield shared_data
     torch.set_num_threads(threads)
@@ -260,7 +260,7 @@ def test_grids_every_n_epochs_and_always_at_the_last(data_root, fast_data, tmp_p
 
 
 def test_matmul_precision_auto_is_tf32_on_cuda_only(data_root, fast_data, tmp_path):
-    from aecli.train import set_matmul_precision
+    from aecli.build import set_matmul_precision
 
     before = torch.get_float32_matmul_precision()
     try:

@@ -14,7 +14,8 @@ from aecli.cli import config_dir
 from aecli.errors import AecliError
 from aecli.models.base import bernoulli_nll
 from aecli.job import optimized_value
-from aecli.train import NonFiniteLoss, Trainer, collapse_symptoms
+from aecli.health import NonFiniteLoss, collapse_symptoms
+from aecli.train import Trainer
 
 from conftest import as_net, load_data, run_cli, tiny_overrides
 
@@ -40,7 +41,7 @@ def test_epoch_means_weigh_every_image_once(data_root, odd_data, tmp_path):
     trainer = trainer_on(odd_data, compose_tiny(data_root, model="ae", lr=1e-12, **{"net.hidden": "[32]"}), tmp_path)
     batches = []
     step = trainer.model.train_step
-    trainer.model.train_step = lambda x, y, opts: batches.append(len(x)) or step(x, y, opts)
+    trainer.model.train_step = lambda x, y, opts, clip: batches.append(len(x)) or step(x, y, opts, clip)
     trainer.fit()
     assert batches == [128, 128, 128, 128, 1]
     x, _ = odd_data.train.batch(torch.arange(513))
