@@ -1,8 +1,9 @@
 """When a run writes its checkpoints, what they hold, and a run restored from one.
 
 trainer.checkpoint_every_s = None: last.pt after every epoch, best.pt with it when the epoch improved val_loss.
-With an interval: last.pt when that long has passed (mid-epoch too) and at the last epoch; an improving epoch in
-between waits as a copy in memory (`best_snapshot`), written as best.pt with the next last.pt. What a checkpoint
+With an interval: last.pt when that long has passed (mid-epoch too), at the last epoch and at every epoch's end
+when the trainer has epoch hooks (they may end the run); an improving epoch in between waits as a copy in memory
+(`best_snapshot`), written as best.pt with the next last.pt. What a checkpoint
 holds and how a resume restores it is the resume state's (aecli/resume.py).
 """
 
@@ -41,7 +42,6 @@ class Checkpointer:
         self.every_s = cfg.trainer.get("checkpoint_every_s")
         self.last_saved = time.monotonic()
         self.best_snapshot: dict | None = None
-        self.saved_at: tuple[int, int] | None = None  # (epoch, step) of the last epoch-end last.pt
 
     def due(self) -> bool:
         """trainer.checkpoint_every_s: whether that long has passed since last.pt was written."""
@@ -66,7 +66,6 @@ class Checkpointer:
         self.best_snapshot = None
         p.writer.checkpoint(checkpoint, *names)  # serialized once for every name
         self.last_saved = time.monotonic()
-        self.saved_at = (loop.epoch, loop.step) if partial is None and LAST in names else None
         where = f"epoch {loop.epoch}" if partial is None else f"step {loop.step}"
         p.guard.kept = f"{CHECKPOINTS}/{LAST} ({where}) is kept"
 
@@ -78,11 +77,6 @@ class Checkpointer:
         elif improved:
             self.parts.prior.fit(loop.epoch, loop.step)
             self.best_snapshot = cpu_copy(self.state(loop))
-
-    def save_epoch(self, loop: LoopState) -> None:
-        """last.pt of the epoch just ended, unless it is written already (checkpoint_every_s may have held it)."""
-        if self.saved_at != (loop.epoch, loop.step):
-            self.save(loop, LAST)
 
     def restore(self, ckpt: dict, path: Path) -> tuple[LoopState, dict | None]:
         """Every part in `ckpt`'s state (a resume); returns the loop's state and the RNG states still to restore

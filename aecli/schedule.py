@@ -3,8 +3,7 @@
 `trainer.scheduler` (conf/trainer/default.yaml):
 
     none      lr_t = lr
-    cosine    lr_t = lr * (m + (c - m) (1 + cos(pi (t - s) / (T - s))) / 2)   t the step, T the run's steps,
-              m = min_lr_ratio; s = 0 and c = 1 unless a resume moved the horizon T (below)
+    cosine    lr_t = lr * (m + (1 - m) (1 + cos(pi t / T)) / 2)     t the step, T the run's steps, m = min_lr_ratio
     step      lr_t = lr * gamma ** floor((epoch - 1) / step_size)   epoch counted from 1
     plateau   lr_t = lr * gamma ** k, k the times the monitored metric went `patience` epochs without improving
     iwae      lr_t = lr * 10 ** (-i / 7) in stage i = 0, 1, ..., which lasts 3 ** i epochs: Burda et al. 2015's
@@ -15,9 +14,9 @@ linear warm-up. The rate is a function of the step, the epoch and, for plateau, 
 aae's three included, each at its own base rate) before every step, so nothing hides in torch's scheduler objects
 and a resume continues it exactly from the checkpoint's step, epoch and `state_dict()`.
 
-A resume with another `epochs` moves the cosine's horizon T: the rate then decays from where it was, c at the
-checkpoint's step s, to m at the new T (one log line says so), so the extended run follows one schedule from the
-resume point on, never a saw-tooth.
+A resume with another `epochs` moves the cosine's horizon T to the new run's steps: the rate stays a function of
+the step and T alone, so from the resume point on the run follows the schedule of a run started with those epochs
+(the rate rises where the old horizon had decayed it further), and one warning says so.
 
 Early stopping (`trainer.early_stopping.patience` = P): training ends after P epochs in which the monitored metric
 did not improve on its best by more than `min_delta`. The monitored metric, for both plateau and early stopping,
@@ -58,7 +57,6 @@ class LrSchedule:
         self.name, self.warmup_steps, self.total_steps = name, warmup_steps, max(1, total_steps)
         self.min_lr_ratio, self.step_size, self.gamma, self.patience = min_lr_ratio, step_size, gamma, patience
         self.maximize = maximize
-        self.anchor = (0, 1.0)  # cosine: (s, c), the step and the factor it decays from (module doc)
         self.reductions = 0  # plateau: k
         self.best: float | None = None
         self.bad_epochs = 0
@@ -66,7 +64,8 @@ class LrSchedule:
     def factor(self, step: int, epoch: int) -> float:
         """lr_t / lr at optimizer step `step` (counted from 1) of epoch `epoch` (counted from 1)."""
         if self.name == "cosine":
-            f = self.cosine(step)
+            t = min(step - 1, self.total_steps) / self.total_steps
+            f = self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
         elif self.name == "step":
             f = self.gamma ** ((epoch - 1) // self.step_size)
         elif self.name == "plateau":
@@ -78,12 +77,6 @@ class LrSchedule:
         if self.warmup_steps > 0:
             f *= min(1.0, step / self.warmup_steps)
         return f
-
-    def cosine(self, step: int) -> float:
-        start, c = self.anchor
-        span = max(1, self.total_steps - start)
-        t = min(max(step - 1 - start, 0), span) / span
-        return self.min_lr_ratio + (c - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     def apply(self, optimizers: dict, base_lrs: dict, step: int, epoch: int) -> float:
         """Set every optimizer's rate for `step`; returns the factor."""
@@ -108,22 +101,19 @@ class LrSchedule:
 
     def state_dict(self) -> dict:
         return {"reductions": self.reductions, "best": self.best, "bad_epochs": self.bad_epochs,
-                "horizon": self.total_steps, "anchor": list(self.anchor)}
+                "horizon": self.total_steps}
 
     def load_state_dict(self, state: dict, step: int = 0) -> str | None:
-        """The state of a checkpoint taken after `step` steps; when its horizon differs from this run's (a resume
-        with another `epochs`), the cosine decays from its factor at the next step to the new horizon: returns the
-        line that says so."""
+        """The state of a checkpoint taken after `step` steps. When its cosine horizon differs from this run's (a
+        resume with another `epochs`), returns the line that says how the rate goes on from there."""
         self.reductions, self.best, self.bad_epochs = state["reductions"], state["best"], state["bad_epochs"]
-        self.anchor = tuple(state.get("anchor", (0, 1.0)))
         saved = state.get("horizon", self.total_steps)
         if self.name != "cosine" or saved == self.total_steps:
             return None
-        now, self.total_steps = self.total_steps, saved
-        self.anchor = (step, self.cosine(step + 1))
-        self.total_steps = now
-        return (f"the cosine schedule's horizon moved from {saved} to {now} steps: the learning rate decays from "
-                f"{self.anchor[1]:.3g} x lr at step {step + 1} to {self.min_lr_ratio:g} x lr at step {now}")
+        was = LrSchedule(self.name, self.warmup_steps, saved, self.min_lr_ratio).factor(step + 1, 1)
+        return (f"the cosine schedule's horizon moved from {saved} to {self.total_steps} steps (epochs changed): "
+                f"from step {step + 1} on the rate follows the {self.total_steps}-step cosine, "
+                f"{self.factor(step + 1, 1):.3g} x lr there instead of {was:.3g} x lr")
 
 
 class EarlyStopping:
@@ -195,5 +185,5 @@ class Schedule:
         if state:
             moved = self.lr.load_state_dict(state["lr"], step)
             if moved:
-                log.info(moved)
+                log.warning(moved)
             self.stopper.load_state_dict(state["early_stopping"])

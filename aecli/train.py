@@ -32,7 +32,6 @@ from aecli.checkpoint import find_checkpoint, load_checkpoint
 from aecli.checkpointing import Checkpointer
 from aecli.config import check_run_settings
 from aecli.data import Data
-from aecli.errors import Pruned
 from aecli.health import NonFiniteLoss, code_spread, collapse_symptoms  # noqa: F401  (NonFiniteLoss: public)
 from aecli.paths import aecli_command
 from aecli.progress import EpochProgress, epoch_line, start_line
@@ -102,12 +101,8 @@ class Trainer:
                 row = self.end_epoch(*self.train_epoch(partial))
                 if self.signals.received:  # arrived during validation: last.pt of this epoch is written
                     raise self.interrupted(f"at the end of epoch {state.epoch}")
-                try:
-                    for hook in self.epoch_hooks:
-                        hook(row)
-                except Pruned:  # a search's pruner ends the trial: this epoch's last.pt stays, and Pruned goes on
-                    self.checkpoints.save_epoch(state)
-                    raise
+                for hook in self.epoch_hooks:  # a search's pruner may raise Pruned: it goes out as it is
+                    hook(row)
         self.writer.loss_plot(state.rows, f"{self.model.name} on {self.data.name}", self.model.loss_units,
                               state.best_epoch)
         log.info(f"done: best val_loss {state.best_val:.4f} (epoch {state.best_epoch}); run folder {self.run_dir}")
@@ -193,6 +188,7 @@ class Trainer:
         improved = row["val_loss"] < state.best_val
         if improved:
             state.best_val, state.best_epoch = row["val_loss"], state.epoch
-        self.checkpoints.end_epoch(state, improved, now=last or bool(self.signals.received))
+        # the hooks see this epoch's last.pt on disk (a pruner may end the run)
+        self.checkpoints.end_epoch(state, improved, now=last or bool(self.signals.received or self.epoch_hooks))
         log.info(epoch_line(row, self.cfg.epochs))
         return row

@@ -257,17 +257,6 @@ def test_paper_protocol_settings():
 
 
 # -- the reproductions' configs ----------------------------------------------------------------------------
-def test_iwae_schedule_is_burdas():
-    """lr * 10^(-i/7) for 3^i epochs, i = 0..7: 3,280 epochs (Burda et al. 2015, Sec. 5)."""
-    from aecli.schedule import LrSchedule, iwae_stage
-
-    ends = [sum(3 ** j for j in range(i + 1)) for i in range(8)]  # 1, 4, 13, ..., 3280
-    assert ends[-1] == 3280
-    for i, end in enumerate(ends):
-        assert iwae_stage(end) == i and iwae_stage(end + 1) == i + 1
-    assert LrSchedule("iwae").factor(step=1, epoch=5) == pytest.approx(10 ** (-2 / 7))
-
-
 @pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "experiment").glob("paper_*.yaml")))
 def test_paper_experiments_compose_and_build(name):
     from aecli.config import build_model, validate

@@ -106,6 +106,22 @@ def test_resume_with_more_epochs_equals_a_longer_run(data_root, fast_data, tmp_p
     same_state(long.model.state_dict(), more.model.state_dict())
 
 
+def test_resume_with_more_epochs_says_the_cosine_horizon_moved(data_root, fast_data, tmp_path, caplog):
+    """epochs=2, then resume=... epochs=4 gave the lr per epoch 6.38e-4, 1.09e-4, 2.65e-4, 1.02e-4 in silence: a
+    saw-tooth. The rate stays a function of the step and the run's steps (from the resume point on, the 4-epoch
+    run's), and one line says the horizon moved."""
+    cosine = {"trainer.scheduler": "cosine"}
+    Trainer(compose_tiny(data_root, **cosine), tmp_path / "run").fit()
+    alone = Trainer(compose_tiny(data_root, epochs=4, **cosine), tmp_path / "alone")
+    alone.fit()
+    with caplog.at_level(logging.INFO, logger="aecli"):
+        more = Trainer.resume(compose_tiny(data_root, epochs=4, resume=tmp_path / "run", **cosine), tmp_path / "run",
+                              ["epochs=4"])
+    assert caplog.text.count("horizon moved from 8 to 16 steps") == 1
+    more.fit()
+    assert [r["lr"] for r in more.state.rows][2:] == [r["lr"] for r in alone.state.rows][2:]
+
+
 def test_resume_refuses_a_changed_key_naming_both(data_root, fast_data, tmp_path):
     Trainer(compose_tiny(data_root, epochs=1), tmp_path / "run").fit()
     cfg = compose_tiny(data_root, epochs=1, resume=tmp_path / "run", lr=0.5)
@@ -222,37 +238,7 @@ def test_schedules_clipping_and_early_stopping_resume_exactly(knobs, data_root, 
         assert rows[1]["lr"] == pytest.approx(rows[0]["lr"] * 0.1)  # step: one decay an epoch
 
 
-# -- lean epochs: checkpoints by time, grids every N epochs (trainer.checkpoint_every_s, trainer.images_every) -------
-def test_checkpoints_by_time_leave_the_run_unchanged_and_best_pt_right(data_root, fast_data, tmp_path, monkeypatch):
-    """checkpoint_every_s=1e9 writes last.pt and best.pt once, at the end (best.pt from its epoch's copy in memory);
-    a tiny interval writes last.pt after every step, mid-epoch; both end with the weights of the default run."""
-    def trained(name, *extra):
-        cfg = compose_tiny(data_root, "epochs=3", "model=ae", *extra)
-        trainer = Trainer(cfg, tmp_path / name)
-        writes = []
-        save = trainer.writer.checkpoint
-        monkeypatch.setattr(trainer.writer, "checkpoint", lambda state, *names: (writes.append(
-            (state["epoch"], state["step"], names)), save(state, *names)))
-        trainer.fit()
-        return trainer, writes
-
-    every_epoch, writes = trained("default")
-    assert [w[2] for w in writes].count(("last.pt",)) + [w[2] for w in writes].count(("last.pt", "best.pt")) == 3
-    rarely, writes = trained("rare", "trainer.checkpoint_every_s=1e9")
-    best_epoch = rarely.state.best_epoch
-    assert [(w[0], w[2]) for w in writes] == ([(3, ("last.pt", "best.pt"))] if best_epoch == 3 else
-                                              [(best_epoch, ("best.pt",)), (3, ("last.pt",))])
-    often, writes = trained("often", "trainer.checkpoint_every_s=1e-9")
-    assert [w[1] for w in writes if w[2] == ("last.pt",) and w[1] % 4] == [1, 2, 3, 5, 6, 7, 9, 10, 11]  # mid-epoch
-    for trainer in (rarely, often):
-        same_state(every_epoch.model.state_dict(), trainer.model.state_dict())
-        assert without_timing(trainer.state.rows) == without_timing(every_epoch.state.rows)
-        best = load_checkpoint(trainer.run_dir / "checkpoints" / "best.pt")
-        same_state(best["model"], load_checkpoint(every_epoch.run_dir / "checkpoints" / "best.pt")["model"])
-    grids = sorted(p.name for p in (tmp_path / "default" / "images").glob("recon_*"))
-    assert len(grids) == 3
-
-
+# -- grids every N epochs (trainer.images_every) ------------------------------------------------------------
 def test_grids_every_n_epochs_and_always_at_the_last(data_root, fast_data, tmp_path):
     Trainer(compose_tiny(data_root, "epochs=5", "trainer.images_every=2"), tmp_path / "run").fit()
     assert sorted(p.name for p in (tmp_path / "run" / "images").glob("recon_*")) == \

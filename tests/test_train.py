@@ -131,3 +131,24 @@ def test_settings_that_cannot_do_what_they_say_are_said_when_the_run_starts(data
         trainer_on(odd_data, compose_tiny(data_root, batch_size=100000, latent_dim=1000), tmp_path)
     assert "batch_size=100000 is larger than the 513 training images" in caplog.text
     assert "latent_dim=1000 is larger than the 784 pixels of an image" in caplog.text
+
+
+def test_an_epoch_hook_runs_after_the_row_and_last_pt_and_its_pruned_goes_out_untouched(data_root, odd_data, tmp_path):
+    """A search's pruner raises Pruned from an epoch hook: each hook runs with the epoch's row in metrics.csv and
+    its last.pt on disk (checkpoint_every_s waits for no hook), and fit() lets the very exception out."""
+    from aecli.checkpoint import load_checkpoint
+    from aecli.errors import Pruned
+
+    seen, stop = [], Pruned("trial 3 pruned at epoch 2")
+
+    def pruner(row):
+        seen.append((row["epoch"], len((tmp_path / "metrics.csv").read_text().splitlines()) - 1,
+                     load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"]))
+        if row["epoch"] == 2:
+            raise stop
+
+    cfg = compose_tiny(data_root, model="ae", epochs=4, **{"trainer.checkpoint_every_s": 1e9})
+    with pytest.raises(Pruned) as e:
+        Trainer(cfg, tmp_path, data=odd_data, epoch_hooks=[lambda row: None, pruner]).fit()
+    assert e.value is stop
+    assert seen == [(1, 1, 1), (2, 2, 2)]
