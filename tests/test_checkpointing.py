@@ -3,7 +3,6 @@ the cadence never changes the run."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from hydra import compose, initialize_config_dir
 

@@ -63,8 +63,9 @@ def without_timing(rows):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
-def run_interrupted(cfg, run_dir: Path, stop_at: int, overrides=()) -> Trainer:
-    """Train until `stop_at` as if SIGTERM arrived then, then resume in the same folder until the end."""
+def run_interrupted(cfg, run_dir: Path, stop_at: int, overrides=(), between=lambda: None) -> Trainer:
+    """Train until `stop_at` as if SIGTERM arrived then, then resume in the same folder until the end (`between`:
+    what happens in between)."""
     first = Trainer(cfg, run_dir)
     first.stop_at_step = stop_at
     with pytest.raises(Interrupted) as e:
@@ -72,19 +73,54 @@ def run_interrupted(cfg, run_dir: Path, stop_at: int, overrides=()) -> Trainer:
     assert e.value.exit_code == 143 and f"resume={run_dir}" in str(e.value)
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert ckpt["step"] == stop_at
+    between()
     cfg.resume = str(run_dir)
     second = Trainer.resume(cfg, run_dir, overrides)
     second.fit()
     return second
 
 
-@pytest.mark.parametrize("model,stop_at", [("vae", 1), ("vae", 4), *[(m, 6) for m in MODELS]])
-def test_resumed_run_equals_uninterrupted(model, stop_at, data_root, fast_data, tmp_path):
-    """Every model (several optimizers, noise and eps from the global RNG included), mid-epoch and at its end."""
-    cfg = compose_tiny(data_root, f"model={model}")
-    alone = Trainer(cfg, tmp_path / "alone")
-    alone.fit()
-    resumed = run_interrupted(compose_tiny(data_root, f"model={model}"), tmp_path / "resumed", stop_at)
+# -- a resumed run equals the run left alone --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dynamic_data(data_root):
+    from aecli.datasets.mnist import MNIST
+
+    return MNIST(root=str(data_root), download=False, limit=256, val_size=128,
+                 binarize="dynamic").load(torch.device("cpu"))
+
+
+IN_PROCESS = [("vae", 1, "none"), ("vae", 4, "none"), *[(m, 6, "none") for m in MODELS], ("vae", 3, "dynamic"),
+              ("vae", 4, "dynamic")]
+BY_THE_CLI = [pytest.param(name, marks=pytest.mark.slow) for name in ("SIGTERM", "SIGUSR1")]
+
+
+@pytest.mark.parametrize("case", [*IN_PROCESS, *BY_THE_CLI], ids=lambda c: c if isinstance(c, str) else
+                         "-".join(map(str, c)))
+def test_a_resumed_run_equals_the_run_left_alone(case, data_root, shared_data, dynamic_data, tmp_path, monkeypatch):
+    """In-process, every model (several optimizers, noise and eps from the global RNG included) stopped mid-epoch
+    and at an epoch's end, and under data.binarize=dynamic (the binary draws continue where they stopped): the same
+    weights, optimizer states, rows and best epoch as the run left alone. By the real CLI: `aecli train` stopped by
+    SIGTERM, resumed with resume=RUN from another folder, or by SLURM's SIGUSR1 (submitit's warning), requeued as
+    the same command with resume=auto: the weights of the same run never interrupted."""
+    if isinstance(case, str):
+        return resumed_by_the_cli(case, data_root, shared_data, tmp_path, monkeypatch)
+    model, stop_at, binarize = case
+    data = shared_data if binarize == "none" else dynamic_data
+    monkeypatch.setattr(build_mod, "build_dataset", lambda cfg: types.SimpleNamespace(load=lambda device: data))
+    threads = torch.get_num_threads()
+    try:
+        config = lambda **kw: compose_tiny(data_root, f"model={model}", **{"data.binarize": binarize, **kw})  # noqa: E731
+        alone = Trainer(config(), tmp_path / "alone")
+        alone.fit()
+        resumed = run_interrupted(config(), tmp_path / "resumed", stop_at, between=lambda: data.train.batch(
+            torch.arange(64)))  # draws between the runs must not matter
+        if binarize == "dynamic":  # another seed draws other binary images
+            other = Trainer(config(seed=1), tmp_path / "seed1")
+            other.fit()
+            assert not torch.equal(other.model.state_dict()["encoder.out.weight"],
+                                   alone.model.state_dict()["encoder.out.weight"])
+    finally:
+        torch.set_num_threads(threads)
     same_state(alone.model.state_dict(), resumed.model.state_dict())
     for name, opt in alone.optimizers.items():
         for pa, pb in zip(opt.state.values(), resumed.optimizers[name].state.values()):
@@ -92,6 +128,65 @@ def test_resumed_run_equals_uninterrupted(model, stop_at, data_root, fast_data, 
     assert resumed.state.step == alone.state.step == 8 and resumed.state.epoch == 2
     assert without_timing(resumed.state.rows) == without_timing(alone.state.rows)  # the partial sums were kept
     assert resumed.state.best_val == alone.state.best_val
+
+
+def resumed_by_the_cli(name: str, data_root, shared_data, tmp_path, monkeypatch) -> None:
+    """`aecli train` stopped by a real signal after its first epoch line exits 128 + the signal in one line; it is
+    continued (SIGTERM: `aecli train resume=RUN`, in-process, from another folder; SIGUSR1: the same command run
+    again, resume=auto) in its own folder and ends with the weights and rows of the run left alone."""
+    monkeypatch.setattr(build_mod, "build_dataset",
+                        lambda cfg: types.SimpleNamespace(load=lambda device: shared_data))
+    over = tiny_overrides(data_root, **{"data.limit": 256, "data.val_size": 128, "batch_size": 16, "epochs": 4,
+                                        "trainer.progress": "lines"})
+    run_dir = tmp_path / "run"
+    auto = ["resume=auto"] if name == "SIGUSR1" else []
+    cmd = [sys.executable, "-m", "aecli.cli", "train", *over, *auto, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": ""}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    threads = torch.get_num_threads()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            alone = Trainer(compose(config_name="config", overrides=over), tmp_path / "alone")
+        alone.fit()  # meanwhile, the same run left alone
+    finally:
+        torch.set_num_threads(threads)
+    for line in proc.stdout:  # the first epoch line: the signal handler is in place, three epochs remain
+        if line.startswith("epoch 1/4"):
+            proc.send_signal(getattr(signal, name))
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + getattr(signal, name), err
+    assert err.count("\n") == 1 and err.startswith(f"aecli: {name}") and "Traceback" not in err, err
+    assert f"aecli train resume={run_dir}" in err
+    stopped = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert 16 <= stopped["step"] < 64
+    if name == "SIGUSR1":  # the requeued job: the same command, into the same folder
+        again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert again.returncode == 0, again.stderr[-2000:]
+    else:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        handlers = logging.getLogger().handlers[:]
+        try:
+            main(["train", f"resume={run_dir}"])  # in-process: the CLI, Hydra and the trainer
+        finally:
+            for h in logging.getLogger().handlers[:]:
+                if h not in handlers:
+                    logging.getLogger().removeHandler(h)
+                    h.close()
+            torch.set_num_threads(threads)
+        assert not (elsewhere / "outputs").exists()  # continued in its own folder, nowhere else
+        assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "resume-1").is_dir()
+    final = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert final["step"] == alone.state.step == 64
+    same_state(alone.model.state_dict(), final["model"])
+    assert without_timing(final["metrics"]) == without_timing(alone.state.rows)
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 5
+    if name == "SIGUSR1":
+        kept = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert kept.returncode == 0 and "ended ok before: kept" in kept.stdout + kept.stderr  # done: none retrained
 
 
 def test_resume_with_more_epochs_equals_a_longer_run(data_root, fast_data, tmp_path):
@@ -150,50 +245,6 @@ def test_checkpoint_of_another_shape_or_model_is_named(data_root, fast_data, tmp
         load_model_state(build_model(cfg), plain(cfg), load_checkpoint(path), path)
 
 
-def test_sigterm_to_a_real_run_then_resume_equals_the_run_left_alone(data_root, fast_data, tmp_path, monkeypatch):
-    """`aecli train` stopped by a real SIGTERM mid-run exits 143 with the resume command; `aecli train resume=RUN`
-    continues it in its own folder and ends with the weights of the same run never interrupted."""
-    over = tiny_overrides(data_root, **{"data.limit": 256, "data.val_size": 128, "batch_size": 16, "epochs": 4,
-                                        "trainer.progress": "lines"})
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "aecli.cli", "train", *over, f"hydra.run.dir={run_dir}"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        alone = Trainer(compose(config_name="config", overrides=over), tmp_path / "alone")
-    alone.fit()  # meanwhile, the same run left alone
-    for line in proc.stdout:  # the first epoch line: the signal handler is in place, three epochs remain
-        if line.startswith("epoch 1/4"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert err.count("\n") == 1 and err.startswith("aecli: SIGTERM")
-    assert f"aecli train resume={run_dir}" in err
-    stopped = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert 16 <= stopped["step"] < 64
-
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    handlers = logging.getLogger().handlers[:]
-    try:
-        main(["train", f"resume={run_dir}"])  # in-process: the CLI, Hydra and the trainer
-    finally:
-        for h in logging.getLogger().handlers[:]:
-            if h not in handlers:
-                logging.getLogger().removeHandler(h)
-                h.close()
-    assert not (elsewhere / "outputs").exists()  # continued in its own folder, nowhere else
-    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "resume-1").is_dir()
-    final = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert final["step"] == 64
-    same_state(alone.model.state_dict(), final["model"])
-    assert without_timing(final["metrics"]) == without_timing(alone.state.rows)
-    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 5
-
-
 def test_resume_cli_refuses_a_sweep_and_a_missing_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", f"resume={tmp_path / 'nope'}"])
@@ -245,15 +296,3 @@ def test_grids_every_n_epochs_and_always_at_the_last(data_root, fast_data, tmp_p
         ["recon_epoch_002.png", "recon_epoch_004.png", "recon_epoch_005.png"]
 
 
-def test_matmul_precision_auto_is_tf32_on_cuda_only(data_root, fast_data, tmp_path):
-    from aecli.build import set_matmul_precision
-
-    before = torch.get_float32_matmul_precision()
-    try:
-        assert set_matmul_precision("auto", torch.device("cuda")) == "high"
-        assert set_matmul_precision("auto", torch.device("cpu")) == "highest"
-        assert set_matmul_precision("medium", torch.device("cpu")) == torch.get_float32_matmul_precision() == "medium"
-        with pytest.raises(AecliError, match="trainer.matmul_precision='fast' is not allowed.*auto, highest, high"):
-            Trainer(compose_tiny(data_root, "trainer.matmul_precision=fast"), tmp_path / "run")
-    finally:
-        torch.set_float32_matmul_precision(before)
