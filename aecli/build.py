@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
-from aecli.config import build_dataset, build_model, check_run_settings, resolve_device, validate
+from aecli.config import build_dataset, build_model, resolve_device
 from aecli.data import Batcher, Data
 from aecli.errors import AecliError
 from aecli.health import LossGuard, mean_image_recon
@@ -42,12 +43,18 @@ class Parts:
     baseline: float  # the mean image's val_recon (collapse)
     bar: bool  # a progress bar, else one line per epoch
     matmul_precision: str
+    precision: str  # trainer.precision: fp32, or bf16 (autocast)
+
+    def autocast(self):
+        """The context each training step runs in: bfloat16 autocast under trainer.precision=bf16."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
 
 
 def build_parts(cfg: DictConfig, run_dir: Path, multirun: bool = False, data: Data | None = None) -> Parts:
-    """Check `cfg`, then build every part of its run (`data`: the loaded data set, when the caller has it)."""
-    validate(cfg)
-    check_run_settings(cfg)
+    """Every part of the run of `cfg`, checked (aecli.config.validate); `data`: the loaded data set, when the
+    caller has it."""
     device = resolve_device(cfg.device.type)
     precision = set_matmul_precision(cfg.trainer.get("matmul_precision", "auto"), device)
     if cfg.trainer.num_threads:
@@ -71,7 +78,7 @@ def build_parts(cfg: DictConfig, run_dir: Path, multirun: bool = False, data: Da
     mean_image = data.train.mean_image()
     return Parts(device, data, model, optimizers, schedule, batcher, logger, RunWriter(Path(run_dir), logger),
                  LossGuard(device, cfg.lr), PriorFit(model, data), mean_image, mean_image_recon(data.val, mean_image),
-                 bar, precision)
+                 bar, precision, cfg.trainer.precision)
 
 
 def warn_at_start(cfg: DictConfig, model, data: Data) -> None:

@@ -181,16 +181,16 @@ def plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 
-def check_run_settings(cfg: DictConfig, terms: list[str] | None = None) -> None:
-    """What a run's end needs, checked before it trains: the evaluation's settings and a test optimized_metric;
-    with `terms` (the model's loss terms, aecli.validation.loss_terms) a validation optimized_metric must be a
-    metrics.csv column the model writes."""
+def check_run_settings(cfg: DictConfig, evaluation=None, terms: list[str] | None = None) -> None:
+    """What a run's end needs, checked before it trains. With `evaluation` (the module aecli.evaluate, which sits
+    above this one: the caller hands it in) the evaluation's settings and a test optimized_metric; with `terms`
+    (the model's loss terms, aecli.validation.loss_terms) a validation optimized_metric must be a metrics.csv
+    column the model writes."""
     metric = cfg.optimized_metric
-    if cfg.eval.at_end or metric.startswith("test_"):
-        from aecli.evaluate import DESCRIPTIONS, eval_settings
-
+    if evaluation is not None and (cfg.eval.at_end or metric.startswith("test_")):
+        DESCRIPTIONS = evaluation.DESCRIPTIONS  # noqa: N806  (the module's constant)
         if cfg.eval.at_end:
-            eval_settings(cfg.eval)
+            evaluation.eval_settings(cfg.eval)
         if metric.startswith("test_"):
             watched = cfg.trainer.scheduler == "plateau" or cfg.trainer.early_stopping.patience is not None
             if watched:

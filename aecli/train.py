@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import shlex
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from omegaconf import DictConfig
 from aecli.build import build_parts
 from aecli.checkpoint import find_checkpoint, load_checkpoint
 from aecli.checkpointing import Checkpointer
-from aecli.config import check_run_settings
+from aecli.config import check_run_settings, validate
 from aecli.data import Data
 from aecli.health import NonFiniteLoss, code_spread, collapse_symptoms  # noqa: F401  (NonFiniteLoss: public)
 from aecli.paths import aecli_command
@@ -57,11 +56,15 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, multirun: bool = False, data: Data | None = None,
                  stop_at_step: int = 0, epoch_hooks: list[Callable[[dict], None]] = ()):
+        from aecli import evaluate  # the end of the run's settings, checked before it trains
+
+        validate(cfg)
+        check_run_settings(cfg, evaluation=evaluate)
         self.cfg, self.run_dir, self.stop_at_step, self.epoch_hooks = cfg, Path(run_dir), stop_at_step, epoch_hooks
         self.parts = p = build_parts(cfg, self.run_dir, multirun, data)
         self.device, self.data, self.model, self.optimizers, self.batcher = p.device, p.data, p.model, p.optimizers, \
             p.batcher
-        self.writer, self.logger, self.guard = p.writer, p.logger, p.guard
+        self.writer, self.logger, self.guard, self.autocast = p.writer, p.logger, p.guard, p.autocast
         self.checkpoints = Checkpointer(cfg, p)
         self.signals = StopSignals()
         self.state, self.pending_rng = LoopState(), None  # pending: RNG states to restore once the epoch begins
@@ -77,11 +80,6 @@ class Trainer:
         trainer.state, trainer.pending_rng = trainer.checkpoints.restore(ckpt, path)
         return trainer
 
-    def autocast(self):
-        if self.cfg.trainer.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
     def fit(self) -> float:
         """Train to `cfg.epochs`; returns the best val_loss."""
         cfg, state = self.cfg, self.state
@@ -89,11 +87,11 @@ class Trainer:
         log.info(start_line(self.model, cfg, self.data, self.device, self.parts.baseline, self.run_dir))
         if state.step == 0 and state.partial is None:  # a new run: the decoder starts at the mean image
             self.model.init_output(self.parts.mean_image)
-        check_run_settings(cfg, loss_terms(self.model, self.data.val))
+        check_run_settings(cfg, terms=loss_terms(self.model, self.data.val))
         with self.signals.caught():
             while (state.epoch < cfg.epochs or state.partial is not None) and not state.stopped_early:
                 partial, state.partial = state.partial, None
-                state.epoch += partial is None
+                state.epoch += partial is None  # a new epoch, unless one goes on
                 self.model.on_epoch_start(state.epoch)
                 if self.pending_rng is not None:
                     set_rng_state(self.pending_rng, self.device)
