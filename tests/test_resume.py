@@ -245,6 +245,23 @@ def test_checkpoint_of_another_shape_or_model_is_named(data_root, fast_data, tmp
         load_model_state(build_model(cfg), plain(cfg), load_checkpoint(path), path)
 
 
+def test_resume_auto_reads_the_checkpoint_once(data_root, fast_data, tmp_path, monkeypatch):
+    """resume=auto looks at the folder's last.pt (is it this job's?) and then resumes from it: the tensors were read
+    twice. The look now maps the file (its config only is read); the resume reads it."""
+    from aecli import checkpoint
+    from aecli.job import continue_in_place
+
+    with pytest.raises(Interrupted):
+        Trainer(compose_tiny(data_root), tmp_path / "run", stop_at_step=3).fit()
+    loads, real = [], torch.load
+    monkeypatch.setattr(checkpoint.torch, "load", lambda *a, **kw: loads.append(kw.get("mmap") or False) or real(*a, **kw))
+    cfg = compose_tiny(data_root, resume="auto")
+    assert continue_in_place(cfg, tmp_path / "run", ["resume=auto"]) is False and cfg.resume == str(tmp_path / "run")
+    run_training(cfg, tmp_path / "run", overrides=["resume=auto"])
+    assert loads == [True, False]  # mapped for the look, read once for the resume
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 8
+
+
 def test_resume_cli_refuses_a_sweep_and_a_missing_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", f"resume={tmp_path / 'nope'}"])
