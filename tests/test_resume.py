@@ -108,8 +108,11 @@ def test_a_resumed_run_equals_the_run_left_alone(case, data_root, shared_data, d
     data = shared_data if binarize == "none" else dynamic_data
     monkeypatch.setattr(build_mod, "build_dataset", lambda cfg: types.SimpleNamespace(load=lambda device: data))
     threads = torch.get_num_threads()
+
+    def config(**kw):
+        return compose_tiny(data_root, f"model={model}", **{"data.binarize": binarize, **kw})
+
     try:
-        config = lambda **kw: compose_tiny(data_root, f"model={model}", **{"data.binarize": binarize, **kw})  # noqa: E731
         alone = Trainer(config(), tmp_path / "alone")
         alone.fit()
         resumed = run_interrupted(config(), tmp_path / "resumed", stop_at, between=lambda: data.train.batch(
@@ -254,7 +257,8 @@ def test_resume_auto_reads_the_checkpoint_once(data_root, fast_data, tmp_path, m
     with pytest.raises(Interrupted):
         Trainer(compose_tiny(data_root), tmp_path / "run", stop_at_step=3).fit()
     loads, real = [], torch.load
-    monkeypatch.setattr(checkpoint.torch, "load", lambda *a, **kw: loads.append(kw.get("mmap") or False) or real(*a, **kw))
+    monkeypatch.setattr(checkpoint.torch, "load",
+                        lambda *a, **kw: loads.append(kw.get("mmap") or False) or real(*a, **kw))
     cfg = compose_tiny(data_root, resume="auto")
     assert continue_in_place(cfg, tmp_path / "run", ["resume=auto"]) is False and cfg.resume == str(tmp_path / "run")
     run_training(cfg, tmp_path / "run", overrides=["resume=auto"])

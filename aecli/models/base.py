@@ -44,7 +44,8 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 # init_output: pixel means are clamped to [1e-3, 1 - 1e-3]. For a Bernoulli decoder that keeps the logits within
 # +-6.9 (logit(1e-3)); the continuous Bernoulli's mean reaches 1e-3 only at a logit of about -1000 (its mean is
-# about -1/logit there), so its bias starts at +-1000 wherever the mean image is 0 or 1 (about 230 of MNIST's 784 pixels).
+# about -1/logit there), so its bias starts at +-1000 wherever the mean image is 0 or 1 (about 230 of MNIST's
+# 784 pixels).
 MEAN_IMAGE_CLAMP = 1e-3
 
 
