@@ -43,13 +43,14 @@ def save_atomic(obj: dict, *paths: Path) -> None:
                              "free space") from None
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """Load a checkpoint safely: tensors and containers only, so a pickled object is refused, never run."""
+def load_checkpoint(path: Path, map_location="cpu", mmap: bool = False) -> dict:
+    """Load a checkpoint safely: tensors and containers only, so a pickled object is refused, never run. `mmap`:
+    map the file instead of reading it, so that a look at its config alone never reads its tensors."""
     path = Path(path)
     if not path.is_file():
         raise AecliError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         if not zipfile.is_zipfile(path):  # torch.save writes a zip archive: this is no checkpoint at all
             raise AecliError(f"checkpoint {path} is not a torch checkpoint (corrupt or another kind of file): use "

@@ -179,3 +179,33 @@ def build_model(cfg: DictConfig | dict, image_shape=(1, 28, 28), n_classes: int 
 def plain(cfg: DictConfig) -> dict:
     """The resolved config as plain containers (what checkpoints store)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+def check_run_settings(cfg: DictConfig, evaluation=None, terms: list[str] | None = None) -> None:
+    """What a run's end needs, checked before it trains. With `evaluation` (the module aecli.evaluate, which sits
+    above this one: the caller hands it in) the evaluation's settings and a test optimized_metric; with `terms`
+    (the model's loss terms, aecli.validation.loss_terms) a validation optimized_metric must be a metrics.csv
+    column the model writes."""
+    metric = cfg.optimized_metric
+    if evaluation is not None and (cfg.eval.at_end or metric.startswith("test_")):
+        DESCRIPTIONS = evaluation.DESCRIPTIONS  # noqa: N806  (the module's constant)
+        if cfg.eval.at_end:
+            evaluation.eval_settings(cfg.eval)
+        if metric.startswith("test_"):
+            watched = cfg.trainer.scheduler == "plateau" or cfg.trainer.early_stopping.patience is not None
+            if watched:
+                raise AecliError(f"optimized_metric={metric} is known only after training, and trainer.scheduler="
+                                 f"plateau and trainer.early_stopping watch it every epoch: optimize a validation "
+                                 f"number (val_recon)")
+            if metric.removeprefix("test_") not in DESCRIPTIONS:
+                raise AecliError(f"optimized_metric={metric} is not a test metric: allowed "
+                                 f"{', '.join('test_' + k for k in DESCRIPTIONS)}, or a metrics.csv column")
+            if not cfg.eval.at_end:
+                raise AecliError(f"optimized_metric={metric} comes from the test-set evaluation: set eval.at_end=true, "
+                                 f"or optimize a validation number such as val_recon")
+    if terms is not None and not metric.startswith("test_"):
+        columns = ["val_recon", "val_loss", "train_loss", *(f"{p}_{k}" for p in ("val", "train") for k in terms),
+                   "val_recon_term"]
+        if metric not in columns:
+            raise AecliError(f"optimized_metric={metric} is not a column this model writes: allowed "
+                             f"{', '.join(dict.fromkeys(columns))}, or test_<metric> (docs/eval.md)")

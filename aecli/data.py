@@ -29,6 +29,7 @@ import torch
 from aecli.errors import AecliError
 
 TRAIN_SHARE = 0.5  # the validation split may take at most half of the training images
+MIN_IMAGES = 2  # images left for training and validation: one of each at least
 
 
 BINARIZE = ("none", "dynamic", "static")  # data.binarize (module doc)
@@ -159,6 +160,9 @@ def make_splits(images: torch.Tensor, labels: torch.Tensor | None, test: tuple[t
     """{train_all: the images but the last `val_size`, train: its first `limit` (a view), val: the last
     `val_size`, test: as given}; images [N, C, H, W] uint8 (labels int64 or None), moved to `device`."""
     n = images.shape[0]
+    if n < MIN_IMAGES:
+        raise AecliError(f"{n} image{'s' if n != 1 else ''} left for training and validation: at least {MIN_IMAGES} "
+                         f"are needed (one to train on, one to validate on)")
     most = max(1, int(n * TRAIN_SHARE))
     if not isinstance(val_size, int) or not 1 <= val_size <= most:
         raise AecliError(f"data.val_size={val_size} is out of range for {n} training images: allowed 1..{most} (at "

@@ -247,7 +247,7 @@ def continue_in_place(cfg, run_dir: Path, overrides: list[str]) -> float | None 
                        if (run_dir / "checkpoints" / n).is_file()), None)
     if checkpoint is not None:  # one line when the folder held another job (lambda=10 there, lambda=100 here)
         try:
-            resume_config(cfg, load_checkpoint(checkpoint), checkpoint,
+            resume_config(cfg, load_checkpoint(checkpoint, mmap=True), checkpoint,  # mapped: its tensors unread
                           [o for o in overrides if not o.startswith("resume=")])
         except AecliError as e:  # its folder is another run's: left as it is
             raise RunFolderTaken(f"{run_dir} holds another run, which stays as it is: {e}") from None

@@ -10,8 +10,8 @@ import torch
 def make_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2, pad_value: float = 1.0) -> torch.Tensor:
     """Tile images [N, C, H, W] into one [C, H', W'] image, nrow per row, with `pad` pixels between and around."""
     n, c, h, w = images.shape
-    ncol = min(nrow, n)
-    rows = -(-n // ncol)
+    ncol = max(1, min(nrow, n))
+    rows = max(1, -(-n // ncol))  # no images: one empty cell
     grid = torch.full((c, rows * (h + pad) + pad, ncol * (w + pad) + pad), pad_value, dtype=images.dtype)
     for i in range(n):
         r, k = divmod(i, ncol)
@@ -58,7 +58,11 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, pad: int = 2, tit
 
 
 def recon_pairs(inputs: torch.Tensor, recons: torch.Tensor, per_row: int = 8) -> torch.Tensor:
-    """Interleave rows: each row of inputs directly above the row of their reconstructions."""
+    """Interleave rows: each row of inputs directly above the row of their reconstructions. Fewer than `per_row`
+    inputs (a tiny validation split) make one row, filled up with blank cells."""
+    if 0 < inputs.shape[0] < per_row:
+        blank = torch.ones(per_row - inputs.shape[0], *inputs.shape[1:], dtype=inputs.dtype, device=inputs.device)
+        inputs, recons = torch.cat([inputs, blank]), torch.cat([recons, blank.to(recons.dtype)])
     n = (inputs.shape[0] // per_row) * per_row
     a = inputs[:n].reshape(-1, per_row, *inputs.shape[1:])
     b = recons[:n].reshape(-1, per_row, *recons.shape[1:])

@@ -1,7 +1,8 @@
 """What a run prints while it trains: a rich progress bar on a terminal, one line per epoch otherwise.
 
-The bar advances every step from host-side counters only; the running loss it shows is read from the
-device every `trainer.log_every` steps, so the progress display never forces a host sync per step.
+The bar advances every step from host-side counters only; the running loss it shows is read from the device
+after the first step and then every `trainer.log_every` steps (every step on the CPU, where reading is free), so
+the display never forces a host sync per step on CUDA and shows a loss from the start of every epoch.
 """
 
 from __future__ import annotations
@@ -85,3 +86,23 @@ class EpochProgress:
         if self._progress is not None:
             self._progress.stop()
         return False
+
+
+def start_line(model, cfg, data, device, baseline: float, run_dir) -> str:
+    """The line a run starts with: the model, where it runs, the data and the mean image's val_recon."""
+    import torch
+
+    n_params = sum(p.numel() for p in model.parameters())
+    where = (f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+             else f"cpu ({torch.get_num_threads()} threads)")
+    net = "none" if "net" in model.ignores else model.net_description
+    return (f"model {model.name} ({n_params:,} parameters, net {net}, latent_dim {cfg.latent_dim}, lambda "
+            f"{cfg['lambda']}) on {where}; data {data.name}: {len(data.train)} train, {len(data.val)} val images of "
+            f"{list(data.image_shape)} (the mean image scores val_recon {baseline:.1f}); run folder {run_dir}")
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """The line an epoch ends with: its train and val terms, its speed and its time."""
+    terms = "  ".join(f"{k} {v:.4g}" for k, v in row.items()
+                      if k.startswith(("train_", "val_")) and isinstance(v, (int, float)))
+    return f"epoch {row['epoch']}/{epochs}  {terms}  {row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s"

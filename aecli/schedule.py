@@ -14,6 +14,10 @@ linear warm-up. The rate is a function of the step, the epoch and, for plateau, 
 aae's three included, each at its own base rate) before every step, so nothing hides in torch's scheduler objects
 and a resume continues it exactly from the checkpoint's step, epoch and `state_dict()`.
 
+A resume with another `epochs` moves the cosine's horizon T to the new run's steps: the rate stays a function of
+the step and T alone, so from the resume point on the run follows the schedule of a run started with those epochs
+(the rate rises where the old horizon had decayed it further), and one warning says so.
+
 Early stopping (`trainer.early_stopping.patience` = P): training ends after P epochs in which the monitored metric
 did not improve on its best by more than `min_delta`. The monitored metric, for both plateau and early stopping,
 is the run's `optimized_metric` (a validation column; lower or higher is better as its name says).
@@ -21,7 +25,12 @@ is the run's `optimized_metric` (a validation column; lower or higher is better 
 
 from __future__ import annotations
 
+import logging
 import math
+
+from aecli.metric_names import direction
+
+log = logging.getLogger("aecli")
 
 SCHEDULERS = ("none", "cosine", "step", "plateau", "iwae")
 
@@ -91,10 +100,20 @@ class LrSchedule:
         return False
 
     def state_dict(self) -> dict:
-        return {"reductions": self.reductions, "best": self.best, "bad_epochs": self.bad_epochs}
+        return {"reductions": self.reductions, "best": self.best, "bad_epochs": self.bad_epochs,
+                "horizon": self.total_steps}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, step: int = 0) -> str | None:
+        """The state of a checkpoint taken after `step` steps. When its cosine horizon differs from this run's (a
+        resume with another `epochs`), returns the line that says how the rate goes on from there."""
         self.reductions, self.best, self.bad_epochs = state["reductions"], state["best"], state["bad_epochs"]
+        saved = state.get("horizon", self.total_steps)
+        if self.name != "cosine" or saved == self.total_steps:
+            return None
+        was = LrSchedule(self.name, self.warmup_steps, saved, self.min_lr_ratio).factor(step + 1, 1)
+        return (f"the cosine schedule's horizon moved from {saved} to {self.total_steps} steps (epochs changed): "
+                f"from step {step + 1} on the rate follows the {self.total_steps}-step cosine, "
+                f"{self.factor(step + 1, 1):.3g} x lr there instead of {was:.3g} x lr")
 
 
 class EarlyStopping:
@@ -119,3 +138,52 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+
+
+class Schedule:
+    """What changes over a run besides the weights (module doc): the learning rate, set on every optimizer before
+    every step (`apply`), and the epoch-end watch of `optimized_metric` by plateau and early stopping
+    (`end_epoch`, True when the run should stop)."""
+
+    def __init__(self, cfg, optimizers: dict, steps_per_epoch: int):
+        t = cfg.trainer
+        maximize = direction(cfg.optimized_metric) == "maximize"
+        self.lr = LrSchedule(t.scheduler, t.warmup_steps, cfg.epochs * steps_per_epoch, t.min_lr_ratio, t.step_size,
+                             t.gamma, t.plateau_patience, maximize)
+        self.stopper = EarlyStopping(t.early_stopping.patience, t.early_stopping.min_delta, maximize)
+        self.optimizers, self.base_lr, self.metric = optimizers, cfg.lr, cfg.optimized_metric
+        self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
+        self.active = t.scheduler != "none" or t.warmup_steps > 0
+
+    def apply(self, step: int, epoch: int) -> None:
+        """Every optimizer's rate for `step` (counted from 1) of `epoch`."""
+        if self.active:
+            self.lr.apply(self.optimizers, self.base_lrs, step, epoch)
+
+    def rate(self, step: int, epoch: int) -> float:
+        """The learning rate at `step` of `epoch`."""
+        return self.base_lr * self.lr.factor(max(step, 1), epoch)
+
+    def end_epoch(self, row: dict) -> bool:
+        """The epoch's monitored metric (optimized_metric) to plateau and to early stopping; True: stop now."""
+        value = row.get(self.metric)
+        if self.lr.end_epoch(value):
+            log.info(f"plateau: {self.metric} has not improved for {self.lr.patience} epochs; the learning rate is "
+                     f"now {self.lr.gamma ** self.lr.reductions:g} x lr")
+        if not self.stopper.update(value, row["epoch"]):
+            return False
+        log.info(f"early stopping after epoch {row['epoch']}: {self.metric} has not improved by more than "
+                 f"{self.stopper.min_delta:g} for {self.stopper.patience} epochs (best {self.stopper.best:.4g} at "
+                 f"epoch {self.stopper.best_epoch})")
+        return True
+
+    def state_dict(self) -> dict:
+        return {"lr": self.lr.state_dict(), "early_stopping": self.stopper.state_dict()}
+
+    def load_state_dict(self, state: dict, step: int) -> None:
+        """A checkpoint's state, taken after `step` steps (nothing for a checkpoint without one)."""
+        if state:
+            moved = self.lr.load_state_dict(state["lr"], step)
+            if moved:
+                log.warning(moved)
+            self.stopper.load_state_dict(state["early_stopping"])

@@ -203,10 +203,11 @@ def test_a_model_a_net_and_a_data_set_are_each_one_file_and_one_yaml(tmp_path):
 
 # -- layers: imports only go down ---------------------------------------------------------------------------
 LAYERS = [  # a module may import aecli modules of its own layer or below, never above
-    {"errors", "paths", "schema", "metric_names"},
-    {"nets", "data", "metrics", "parzen", "plots", "progress", "checkpoint", "config"},
+    {"errors", "paths", "schema", "metric_names", "rundir"},
+    {"nets", "data", "metrics", "parzen", "plots", "progress", "checkpoint", "config", "signals"},
     {"datasets", "models"},
-    {"classifier", "loggers", "resume", "sampling", "writer", "runs", "schedule"},
+    {"classifier", "loggers", "resume", "sampling", "writer", "runs", "schedule", "validation", "health", "prior_fit",
+     "checkpointing", "build"},
     {"train", "evaluate"},
     {"job", "sweep", "report"},
     {"cli", "api"},

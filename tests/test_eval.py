@@ -138,7 +138,7 @@ def test_every_model_gets_the_metrics_its_capabilities_say(name, data_root, smal
     from hydra import compose, initialize_config_dir
 
     from aecli.config import build_model
-    from aecli.train import fit_code_prior
+    from aecli.prior_fit import fit_code_prior
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"model={name}", "net.hidden=[32,16]", "latent_dim=3"])

@@ -46,8 +46,8 @@ def one_epoch(trainer: Trainer, record: list | None = None) -> dict[str, float]:
     if record is not None:
         step = trainer.model.train_step
 
-        def recording(x, y, optimizers):
-            terms = step(x, y, optimizers)
+        def recording(x, y, optimizers, grad_clip=None):
+            terms = step(x, y, optimizers, grad_clip)
             record.append({k: v.item() for k, v in terms.items()})
             return terms
         trainer.model.train_step = recording

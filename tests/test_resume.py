@@ -17,7 +17,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import aecli.train as train_mod
+import aecli.build as build_mod
 from aecli.checkpoint import load_checkpoint, load_model_state
 from aecli.cli import config_dir, main
 from aecli.config import build_model, plain
@@ -47,7 +47,7 @@ def shared_data(data_root):
 @pytest.fixture
 def fast_data(shared_data, monkeypatch):
     """Every Trainer in the test reuses the loaded splits (they are never written to)."""
-    monkeypatch.setattr(train_mod, "build_dataset", lambda cfg: types.SimpleNamespace(load=lambda device: shared_data))
+    monkeypatch.setattr(build_mod, "build_dataset", lambda cfg: types.SimpleNamespace(load=lambda device: shared_data))
     threads = torch.get_num_threads()
     yield shared_data
     torch.set_num_threads(threads)
@@ -63,8 +63,9 @@ def without_timing(rows):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
-def run_interrupted(cfg, run_dir: Path, stop_at: int, overrides=()) -> Trainer:
-    """Train until `stop_at` as if SIGTERM arrived then, then resume in the same folder until the end."""
+def run_interrupted(cfg, run_dir: Path, stop_at: int, overrides=(), between=lambda: None) -> Trainer:
+    """Train until `stop_at` as if SIGTERM arrived then, then resume in the same folder until the end (`between`:
+    what happens in between)."""
     first = Trainer(cfg, run_dir)
     first.stop_at_step = stop_at
     with pytest.raises(Interrupted) as e:
@@ -72,19 +73,57 @@ def run_interrupted(cfg, run_dir: Path, stop_at: int, overrides=()) -> Trainer:
     assert e.value.exit_code == 143 and f"resume={run_dir}" in str(e.value)
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert ckpt["step"] == stop_at
+    between()
     cfg.resume = str(run_dir)
     second = Trainer.resume(cfg, run_dir, overrides)
     second.fit()
     return second
 
 
-@pytest.mark.parametrize("model,stop_at", [("vae", 1), ("vae", 4), *[(m, 6) for m in MODELS]])
-def test_resumed_run_equals_uninterrupted(model, stop_at, data_root, fast_data, tmp_path):
-    """Every model (several optimizers, noise and eps from the global RNG included), mid-epoch and at its end."""
-    cfg = compose_tiny(data_root, f"model={model}")
-    alone = Trainer(cfg, tmp_path / "alone")
-    alone.fit()
-    resumed = run_interrupted(compose_tiny(data_root, f"model={model}"), tmp_path / "resumed", stop_at)
+# -- a resumed run equals the run left alone --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dynamic_data(data_root):
+    from aecli.datasets.mnist import MNIST
+
+    return MNIST(root=str(data_root), download=False, limit=256, val_size=128,
+                 binarize="dynamic").load(torch.device("cpu"))
+
+
+IN_PROCESS = [("vae", 1, "none"), ("vae", 4, "none"), *[(m, 6, "none") for m in MODELS], ("vae", 3, "dynamic"),
+              ("vae", 4, "dynamic")]
+BY_THE_CLI = [pytest.param(name, marks=pytest.mark.slow) for name in ("SIGTERM", "SIGUSR1")]
+
+
+@pytest.mark.parametrize("case", [*IN_PROCESS, *BY_THE_CLI], ids=lambda c: c if isinstance(c, str) else
+                         "-".join(map(str, c)))
+def test_a_resumed_run_equals_the_run_left_alone(case, data_root, shared_data, dynamic_data, tmp_path, monkeypatch):
+    """In-process, every model (several optimizers, noise and eps from the global RNG included) stopped mid-epoch
+    and at an epoch's end, and under data.binarize=dynamic (the binary draws continue where they stopped): the same
+    weights, optimizer states, rows and best epoch as the run left alone. By the real CLI: `aecli train` stopped by
+    SIGTERM, resumed with resume=RUN from another folder, or by SLURM's SIGUSR1 (submitit's warning), requeued as
+    the same command with resume=auto: the weights of the same run never interrupted."""
+    if isinstance(case, str):
+        return resumed_by_the_cli(case, data_root, shared_data, tmp_path, monkeypatch)
+    model, stop_at, binarize = case
+    data = shared_data if binarize == "none" else dynamic_data
+    monkeypatch.setattr(build_mod, "build_dataset", lambda cfg: types.SimpleNamespace(load=lambda device: data))
+    threads = torch.get_num_threads()
+
+    def config(**kw):
+        return compose_tiny(data_root, f"model={model}", **{"data.binarize": binarize, **kw})
+
+    try:
+        alone = Trainer(config(), tmp_path / "alone")
+        alone.fit()
+        resumed = run_interrupted(config(), tmp_path / "resumed", stop_at, between=lambda: data.train.batch(
+            torch.arange(64)))  # draws between the runs must not matter
+        if binarize == "dynamic":  # another seed draws other binary images
+            other = Trainer(config(seed=1), tmp_path / "seed1")
+            other.fit()
+            assert not torch.equal(other.model.state_dict()["encoder.out.weight"],
+                                   alone.model.state_dict()["encoder.out.weight"])
+    finally:
+        torch.set_num_threads(threads)
     same_state(alone.model.state_dict(), resumed.model.state_dict())
     for name, opt in alone.optimizers.items():
         for pa, pb in zip(opt.state.values(), resumed.optimizers[name].state.values()):
@@ -92,6 +131,65 @@ def test_resumed_run_equals_uninterrupted(model, stop_at, data_root, fast_data, 
     assert resumed.state.step == alone.state.step == 8 and resumed.state.epoch == 2
     assert without_timing(resumed.state.rows) == without_timing(alone.state.rows)  # the partial sums were kept
     assert resumed.state.best_val == alone.state.best_val
+
+
+def resumed_by_the_cli(name: str, data_root, shared_data, tmp_path, monkeypatch) -> None:
+    """`aecli train` stopped by a real signal after its first epoch line exits 128 + the signal in one line; it is
+    continued (SIGTERM: `aecli train resume=RUN`, in-process, from another folder; SIGUSR1: the same command run
+    again, resume=auto) in its own folder and ends with the weights and rows of the run left alone."""
+    monkeypatch.setattr(build_mod, "build_dataset",
+                        lambda cfg: types.SimpleNamespace(load=lambda device: shared_data))
+    over = tiny_overrides(data_root, **{"data.limit": 256, "data.val_size": 128, "batch_size": 16, "epochs": 4,
+                                        "trainer.progress": "lines"})
+    run_dir = tmp_path / "run"
+    auto = ["resume=auto"] if name == "SIGUSR1" else []
+    cmd = [sys.executable, "-m", "aecli.cli", "train", *over, *auto, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": ""}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    threads = torch.get_num_threads()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            alone = Trainer(compose(config_name="config", overrides=over), tmp_path / "alone")
+        alone.fit()  # meanwhile, the same run left alone
+    finally:
+        torch.set_num_threads(threads)
+    for line in proc.stdout:  # the first epoch line: the signal handler is in place, three epochs remain
+        if line.startswith("epoch 1/4"):
+            proc.send_signal(getattr(signal, name))
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + getattr(signal, name), err
+    assert err.count("\n") == 1 and err.startswith(f"aecli: {name}") and "Traceback" not in err, err
+    assert f"aecli train resume={run_dir}" in err
+    stopped = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert 16 <= stopped["step"] < 64
+    if name == "SIGUSR1":  # the requeued job: the same command, into the same folder
+        again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert again.returncode == 0, again.stderr[-2000:]
+    else:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        handlers = logging.getLogger().handlers[:]
+        try:
+            main(["train", f"resume={run_dir}"])  # in-process: the CLI, Hydra and the trainer
+        finally:
+            for h in logging.getLogger().handlers[:]:
+                if h not in handlers:
+                    logging.getLogger().removeHandler(h)
+                    h.close()
+            torch.set_num_threads(threads)
+        assert not (elsewhere / "outputs").exists()  # continued in its own folder, nowhere else
+        assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "resume-1").is_dir()
+    final = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert final["step"] == alone.state.step == 64
+    same_state(alone.model.state_dict(), final["model"])
+    assert without_timing(final["metrics"]) == without_timing(alone.state.rows)
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 5
+    if name == "SIGUSR1":
+        kept = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert kept.returncode == 0 and "ended ok before: kept" in kept.stdout + kept.stderr  # done: none retrained
 
 
 def test_resume_with_more_epochs_equals_a_longer_run(data_root, fast_data, tmp_path):
@@ -104,6 +202,22 @@ def test_resume_with_more_epochs_equals_a_longer_run(data_root, fast_data, tmp_p
                           ["epochs=3"])
     more.fit()
     same_state(long.model.state_dict(), more.model.state_dict())
+
+
+def test_resume_with_more_epochs_says_the_cosine_horizon_moved(data_root, fast_data, tmp_path, caplog):
+    """epochs=2, then resume=... epochs=4 gave the lr per epoch 6.38e-4, 1.09e-4, 2.65e-4, 1.02e-4 in silence: a
+    saw-tooth. The rate stays a function of the step and the run's steps (from the resume point on, the 4-epoch
+    run's), and one line says the horizon moved."""
+    cosine = {"trainer.scheduler": "cosine"}
+    Trainer(compose_tiny(data_root, **cosine), tmp_path / "run").fit()
+    alone = Trainer(compose_tiny(data_root, epochs=4, **cosine), tmp_path / "alone")
+    alone.fit()
+    with caplog.at_level(logging.INFO, logger="aecli"):
+        more = Trainer.resume(compose_tiny(data_root, epochs=4, resume=tmp_path / "run", **cosine), tmp_path / "run",
+                              ["epochs=4"])
+    assert caplog.text.count("horizon moved from 8 to 16 steps") == 1
+    more.fit()
+    assert [r["lr"] for r in more.state.rows][2:] == [r["lr"] for r in alone.state.rows][2:]
 
 
 def test_resume_refuses_a_changed_key_naming_both(data_root, fast_data, tmp_path):
@@ -134,48 +248,22 @@ def test_checkpoint_of_another_shape_or_model_is_named(data_root, fast_data, tmp
         load_model_state(build_model(cfg), plain(cfg), load_checkpoint(path), path)
 
 
-def test_sigterm_to_a_real_run_then_resume_equals_the_run_left_alone(data_root, fast_data, tmp_path, monkeypatch):
-    """`aecli train` stopped by a real SIGTERM mid-run exits 143 with the resume command; `aecli train resume=RUN`
-    continues it in its own folder and ends with the weights of the same run never interrupted."""
-    over = tiny_overrides(data_root, **{"data.limit": 256, "data.val_size": 128, "batch_size": 16, "epochs": 4,
-                                        "trainer.progress": "lines"})
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "aecli.cli", "train", *over, f"hydra.run.dir={run_dir}"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        alone = Trainer(compose(config_name="config", overrides=over), tmp_path / "alone")
-    alone.fit()  # meanwhile, the same run left alone
-    for line in proc.stdout:  # the first epoch line: the signal handler is in place, three epochs remain
-        if line.startswith("epoch 1/4"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert err.count("\n") == 1 and err.startswith("aecli: SIGTERM")
-    assert f"aecli train resume={run_dir}" in err
-    stopped = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert 16 <= stopped["step"] < 64
+def test_resume_auto_reads_the_checkpoint_once(data_root, fast_data, tmp_path, monkeypatch):
+    """resume=auto looks at the folder's last.pt (is it this job's?) and then resumes from it: the tensors were read
+    twice. The look now maps the file (its config only is read); the resume reads it."""
+    from aecli import checkpoint
+    from aecli.job import continue_in_place
 
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    handlers = logging.getLogger().handlers[:]
-    try:
-        main(["train", f"resume={run_dir}"])  # in-process: the CLI, Hydra and the trainer
-    finally:
-        for h in logging.getLogger().handlers[:]:
-            if h not in handlers:
-                logging.getLogger().removeHandler(h)
-                h.close()
-    assert not (elsewhere / "outputs").exists()  # continued in its own folder, nowhere else
-    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "resume-1").is_dir()
-    final = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert final["step"] == 64
-    same_state(alone.model.state_dict(), final["model"])
-    assert without_timing(final["metrics"]) == without_timing(alone.state.rows)
-    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 5
+    with pytest.raises(Interrupted):
+        Trainer(compose_tiny(data_root), tmp_path / "run", stop_at_step=3).fit()
+    loads, real = [], torch.load
+    monkeypatch.setattr(checkpoint.torch, "load",
+                        lambda *a, **kw: loads.append(kw.get("mmap") or False) or real(*a, **kw))
+    cfg = compose_tiny(data_root, resume="auto")
+    assert continue_in_place(cfg, tmp_path / "run", ["resume=auto"]) is False and cfg.resume == str(tmp_path / "run")
+    run_training(cfg, tmp_path / "run", overrides=["resume=auto"])
+    assert loads == [True, False]  # mapped for the look, read once for the resume
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 8
 
 
 def test_resume_cli_refuses_a_sweep_and_a_missing_run(tmp_path, capsys):
@@ -222,52 +310,10 @@ def test_schedules_clipping_and_early_stopping_resume_exactly(knobs, data_root, 
         assert rows[1]["lr"] == pytest.approx(rows[0]["lr"] * 0.1)  # step: one decay an epoch
 
 
-# -- lean epochs: checkpoints by time, grids every N epochs (trainer.checkpoint_every_s, trainer.images_every) -------
-def test_checkpoints_by_time_leave_the_run_unchanged_and_best_pt_right(data_root, fast_data, tmp_path, monkeypatch):
-    """checkpoint_every_s=1e9 writes last.pt and best.pt once, at the end (best.pt from its epoch's copy in memory);
-    a tiny interval writes last.pt after every step, mid-epoch; both end with the weights of the default run."""
-    def trained(name, *extra):
-        cfg = compose_tiny(data_root, "epochs=3", "model=ae", *extra)
-        trainer = Trainer(cfg, tmp_path / name)
-        writes = []
-        save = trainer.writer.checkpoint
-        monkeypatch.setattr(trainer.writer, "checkpoint", lambda state, *names: (writes.append(
-            (state["epoch"], state["step"], names)), save(state, *names)))
-        trainer.fit()
-        return trainer, writes
-
-    every_epoch, writes = trained("default")
-    assert [w[2] for w in writes].count(("last.pt",)) + [w[2] for w in writes].count(("last.pt", "best.pt")) == 3
-    rarely, writes = trained("rare", "trainer.checkpoint_every_s=1e9")
-    best_epoch = rarely.state.best_epoch
-    assert [(w[0], w[2]) for w in writes] == ([(3, ("last.pt", "best.pt"))] if best_epoch == 3 else
-                                              [(best_epoch, ("best.pt",)), (3, ("last.pt",))])
-    often, writes = trained("often", "trainer.checkpoint_every_s=1e-9")
-    assert [w[1] for w in writes if w[2] == ("last.pt",) and w[1] % 4] == [1, 2, 3, 5, 6, 7, 9, 10, 11]  # mid-epoch
-    for trainer in (rarely, often):
-        same_state(every_epoch.model.state_dict(), trainer.model.state_dict())
-        assert without_timing(trainer.state.rows) == without_timing(every_epoch.state.rows)
-        best = load_checkpoint(trainer.run_dir / "checkpoints" / "best.pt")
-        same_state(best["model"], load_checkpoint(every_epoch.run_dir / "checkpoints" / "best.pt")["model"])
-    grids = sorted(p.name for p in (tmp_path / "default" / "images").glob("recon_*"))
-    assert len(grids) == 3
-
-
+# -- grids every N epochs (trainer.images_every) ------------------------------------------------------------
 def test_grids_every_n_epochs_and_always_at_the_last(data_root, fast_data, tmp_path):
     Trainer(compose_tiny(data_root, "epochs=5", "trainer.images_every=2"), tmp_path / "run").fit()
     assert sorted(p.name for p in (tmp_path / "run" / "images").glob("recon_*")) == \
         ["recon_epoch_002.png", "recon_epoch_004.png", "recon_epoch_005.png"]
 
 
-def test_matmul_precision_auto_is_tf32_on_cuda_only(data_root, fast_data, tmp_path):
-    from aecli.train import set_matmul_precision
-
-    before = torch.get_float32_matmul_precision()
-    try:
-        assert set_matmul_precision("auto", torch.device("cuda")) == "high"
-        assert set_matmul_precision("auto", torch.device("cpu")) == "highest"
-        assert set_matmul_precision("medium", torch.device("cpu")) == torch.get_float32_matmul_precision() == "medium"
-        with pytest.raises(AecliError, match="trainer.matmul_precision='fast' is not allowed.*auto, highest, high"):
-            Trainer(compose_tiny(data_root, "trainer.matmul_precision=fast"), tmp_path / "run")
-    finally:
-        torch.set_float32_matmul_precision(before)

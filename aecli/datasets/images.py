@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from aecli import schema
-from aecli.data import Data, Dataset, make_splits
+from aecli.data import MIN_IMAGES, Data, Dataset, make_splits
 from aecli.errors import AecliError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -68,6 +68,10 @@ class Images(Dataset):
         perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(SPLIT_SEED))
         images, labels = images[perm], None if labels is None else labels[perm]
         n = len(images)
+        least = MIN_IMAGES + (self.test_path is None)  # one to train on, one to validate on, one to test on
+        if n < least:
+            raise AecliError(f"data.path={self.path} holds {n} image{'s' if n != 1 else ''}: data=images needs at "
+                             f"least {least} (one each to train, validate{' and test' if least > 2 else ''} on)")
         if self.test_path is not None:
             test_images, test_labels, test_classes = read_images(self.test_path)
             if test_images.shape[1:] != images.shape[1:]:

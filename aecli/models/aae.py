@@ -103,30 +103,30 @@ class AAE(Autoencoder):
                 "disc": make_optimizer(self.discriminator.parameters(), reg, optimizer, weight_decay, GAN_BETAS),
                 "gen": make_optimizer(self.encoder.parameters(), reg, optimizer, 0.0, GAN_BETAS)}
 
-    def reconstruction_phase(self, x, optimizers) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def reconstruction_phase(self, x, optimizers, grad_clip=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         recon = self.recon_loss(x)
-        return recon, self.optimize(optimizers["ae"], recon)
+        return recon, self.optimize(optimizers["ae"], recon, grad_clip)
 
-    def discriminator_phase(self, x, optimizers) -> tuple[torch.Tensor, torch.Tensor]:
+    def discriminator_phase(self, x, optimizers, grad_clip=None) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             z = self.encoder(x)
         disc_loss, disc_acc = self.disc_terms(z)
-        self.optimize(optimizers["disc"], disc_loss)
+        self.optimize(optimizers["disc"], disc_loss, grad_clip)
         return disc_loss, disc_acc
 
-    def generator_phase(self, x, optimizers) -> torch.Tensor:
+    def generator_phase(self, x, optimizers, grad_clip=None) -> torch.Tensor:
         self.discriminator.requires_grad_(False)  # the encoder's step: D only passes gradients through
         try:
             gen = self.gen_loss(self.encoder(x))
-            self.optimize(optimizers["gen"], self.lam * gen)
+            self.optimize(optimizers["gen"], self.lam * gen, grad_clip)
         finally:
             self.discriminator.requires_grad_(True)
         return gen
 
-    def train_step(self, x, y, optimizers):
-        recon, norm = self.reconstruction_phase(x, optimizers)
-        disc_loss, disc_acc = self.discriminator_phase(x, optimizers)
-        gen = self.generator_phase(x, optimizers)
+    def train_step(self, x, y, optimizers, grad_clip=None):
+        recon, norm = self.reconstruction_phase(x, optimizers, grad_clip)
+        disc_loss, disc_acc = self.discriminator_phase(x, optimizers, grad_clip)
+        gen = self.generator_phase(x, optimizers, grad_clip)
         terms = {"loss": recon + self.lam * gen, "recon": recon, "gen": gen, "disc_loss": disc_loss,
                  "disc_acc": disc_acc}
         if norm is not None:  # the reconstruction phase's gradient norm (each phase is clipped alike)

@@ -42,7 +42,11 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
 
-MEAN_IMAGE_CLAMP = 1e-3  # init_output: pixel means are clamped to [1e-3, 1 - 1e-3] (logits within +-6.9)
+# init_output: pixel means are clamped to [1e-3, 1 - 1e-3]. For a Bernoulli decoder that keeps the logits within
+# +-6.9 (logit(1e-3)); the continuous Bernoulli's mean reaches 1e-3 only at a logit of about -1000 (its mean is
+# about -1/logit there), so its bias starts at +-1000 wherever the mean image is 0 or 1 (about 230 of MNIST's
+# 784 pixels).
+MEAN_IMAGE_CLAMP = 1e-3
 
 
 def bernoulli_nll_of_probs(probs: torch.Tensor, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -178,27 +182,25 @@ class Autoencoder(nn.Module):
         """One optimizer over every parameter; models with several training phases return several."""
         return {"model": make_optimizer(self.parameters(), lr, optimizer, weight_decay)}
 
-    #: the global gradient norm each step is clipped to (trainer.grad_clip; None: no clipping)
-    grad_clip: float | None = None
-
-    def optimize(self, opt: torch.optim.Optimizer, objective: torch.Tensor) -> torch.Tensor | None:
-        """zero_grad, backward, clip the global norm of the optimizer's gradients to `grad_clip` (when set), step.
-        Returns the norm before clipping (a device tensor: no host sync), None without clipping."""
+    def optimize(self, opt: torch.optim.Optimizer, objective: torch.Tensor,
+                 grad_clip: float | None = None) -> torch.Tensor | None:
+        """zero_grad, backward, clip the global norm of the optimizer's gradients to `grad_clip` (trainer.grad_clip,
+        when set), step. Returns the norm before clipping (a device tensor: no host sync), None without clipping."""
         opt.zero_grad(set_to_none=True)
         objective.backward()
         norm = None
-        if self.grad_clip is not None:
+        if grad_clip is not None:
             params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         return norm
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor | None,
-                   optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
-        """One optimization step; returns the loss terms, detached (no host sync here), and with clipping on, the
-        gradient norm before clipping as `grad_norm`."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor | None, optimizers: dict[str, torch.optim.Optimizer],
+                   grad_clip: float | None = None) -> dict[str, torch.Tensor]:
+        """One optimization step, its gradients clipped to `grad_clip` (None: not clipped); returns the loss terms,
+        detached (no host sync here), and with clipping on, the gradient norm before clipping as `grad_norm`."""
         terms = self.loss(x, y)
-        norm = self.optimize(optimizers["model"], terms["loss"])
+        norm = self.optimize(optimizers["model"], terms["loss"], grad_clip)
         if norm is not None:
             terms["grad_norm"] = norm
         return {k: v.detach() for k, v in terms.items()}

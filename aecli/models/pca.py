@@ -93,7 +93,7 @@ class PCA(FittedPrior, Autoencoder):
     def configure_optimizers(self, lr, optimizer="adam", weight_decay=0.0):
         return {}  # closed form: nothing to optimize
 
-    def train_step(self, x, y, optimizers):
+    def train_step(self, x, y, optimizers, grad_clip=None):
         if not self.fitted:
             self.accumulate(x)
         with torch.no_grad():
