@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import math
 
-SCHEDULERS = ("none", "cosine", "step", "plateau", "iwae")
-
 
 def iwae_stage(epoch: int) -> int:
     """The stage i of the iwae schedule that epoch `epoch` (from 1) falls in: stage i holds 3 ** i epochs."""
