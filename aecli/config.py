@@ -32,9 +32,9 @@ def validate(cfg: DictConfig) -> None:
     schema.check(RunOptions, values, "")
     for group in COMPONENTS:
         schema.check(component_class(cfg, group).Options, values[group], group)
-    from aecli.loggers import logger_options
-
-    logger_options(values.get("logger"))
+    for name, options in (values.get("logger") or {}).items():  # each logger.<name> names its class
+        if isinstance(options, dict) and options.get("_target_"):  # (a checkpoint's older layout: make_logger)
+            schema.check(import_target(f"logger.{name}", options["_target_"]).Options, options, f"logger.{name}")
     check_run_settings(cfg)
 
 
@@ -45,22 +45,23 @@ def component_class(cfg, group: str) -> type:
     if not target:
         raise AecliError(f"the {group} config has no _target_: conf/{group}/<name>.yaml must name the {group}'s "
                          f"class, e.g. _target_: aecli.models.vae.VAE")
-    cls = import_target(group, target)
-    if not isinstance(getattr(cls, "Options", None), type):
-        raise AecliError(f"{group}._target_={target} declares no Options (a dataclass of its keys; aecli/schema.py)")
-    return cls
+    return import_target(group, target)
 
 
 def import_target(where: str, target) -> type:
-    """The class a `_target_` names, imported; one line when it cannot be imported."""
+    """The class a `_target_` names, imported, with its declared Options; one line when it cannot be imported or
+    declares none."""
     from hydra.utils import get_class
 
     try:
-        return get_class(str(target))
+        cls = get_class(str(target))
     except Exception as e:  # noqa: BLE001 - an import error of a user's component, in one line
         cause = e.__cause__ or e
         raise AecliError(f"{where}._target_={target} cannot be imported ({type(cause).__name__}: "
                          f"{str(cause).splitlines()[0][:160]})") from None
+    if not isinstance(getattr(cls, "Options", None), type):
+        raise AecliError(f"{where}._target_={target} declares no Options (a dataclass of its keys; aecli/schema.py)")
+    return cls
 
 
 def resolve_device(kind: str) -> torch.device:
