@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from aecli.cli import check_group_choices, config_dir
+from aecli.paths import config_dir
 from aecli import schema
 from aecli.config import COMPONENTS, build_model, component_class, validate
 from aecli.errors import AecliError
@@ -69,14 +69,6 @@ def test_bad_values_are_refused_in_one_line(override, needle):
         validate(compose_with(override))
     message = str(err.value)
     assert needle in message and "\n" not in message and "must be" in message
-
-
-def test_unknown_group_option_is_refused_with_the_allowed_list(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        check_group_choices(["model=nope"], CONF)
-    assert exit_.value.code != 0
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("aecli: model=nope") and "vae" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in COMPONENTS for o in options(g)])
