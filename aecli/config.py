@@ -127,15 +127,13 @@ def plain(cfg: DictConfig) -> dict:
 
 def check_run_settings(cfg: DictConfig) -> None:
     """What the end of the run needs, checked before it starts (from train.check_end_of_run_settings; the loop's
-    own version replaces this one on merge): the evaluation's settings, and a test optimized_metric that only
-    exists after the evaluation and that nothing watches during training."""
+    own version replaces this one on merge): a test optimized_metric exists only after the evaluation, and nothing
+    may watch it during training."""
     metric = cfg.optimized_metric
     if not cfg.eval.at_end and not metric.startswith("test_"):
         return
-    from aecli.evaluate import DESCRIPTIONS, eval_settings
+    from aecli.metric_names import DESCRIPTIONS  # (the eval settings themselves: validate, from their declaration)
 
-    if cfg.eval.at_end:
-        eval_settings(cfg.eval)
     if metric.startswith("test_"):
         watched = cfg.trainer.scheduler == "plateau" or cfg.trainer.early_stopping.patience is not None
         if watched:

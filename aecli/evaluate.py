@@ -43,6 +43,7 @@ from aecli.classifier import CNN_VERSION, cache_folder, cached_json, load_classi
 from aecli.config import resolve_device
 from aecli.data import Data, Split
 from aecli.errors import AecliError
+from aecli.metric_names import DESCRIPTIONS
 from aecli.models.base import bernoulli_nll_of_probs
 from aecli.parzen import parzen_log_likelihood
 from aecli.plots import (class_rows, filter_images, plot_code_scatter, plot_contraction, recon_labels, recon_pairs,
@@ -276,23 +277,6 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
 
 
 # -- outputs ----------------------------------------------------------------------------------------------
-DESCRIPTIONS = {
-    # key: (what it is, the key of its floor or reference)
-    "recon_bce": ("reconstruction, Bernoulli NLL, nats/image (lower is better)", None),
-    "recon_mse": ("reconstruction, squared error summed over pixels", None),
-    "psnr": ("reconstruction PSNR, dB (higher is better)", None),
-    "probe_acc": ("linear probe on codes, test accuracy", "pixel_probe_acc"),
-    "knn_acc": ("kNN on codes, test accuracy", "pixel_knn_acc"),
-    "jacobian_fro": ("mean encoder Jacobian norm ||J_f(x)||_F", None),
-    "elbo": ("ELBO, nats/image", None),
-    "iw_bound": ("importance-weighted bound on log p(x), nats/image", "elbo"),
-    "denoised_psnr": ("PSNR of the reconstruction of a corrupted image", "noisy_psnr"),
-    "mean_activation": ("mean code activation", None),
-    "off_fraction": ("fraction of units with mean activation below the threshold", None),
-    "mmd": ("MMD^2 of test codes to the prior (0 = the same)", None),
-    "frechet": ("Fréchet distance of samples to test images (lower is better)", "frechet_floor"),
-    "label_acc": ("classifier accuracy on samples of each label", "classifier_acc"),
-}
 FLOOR_NAMES = {"pixel_probe_acc": "on pixels", "pixel_knn_acc": "on pixels", "elbo": "ELBO",
                "noisy_psnr": "noisy input",
                "frechet_floor": "train vs test", "classifier_acc": "on test images"}
