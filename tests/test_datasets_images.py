@@ -9,9 +9,10 @@ from aecli.errors import AecliError
 
 
 def images_data(path, **options):
+    from aecli import schema
     from aecli.datasets.images import Images
 
-    return Images(path=str(path), **options).load(torch.device("cpu"))
+    return Images(**schema.check(Images.Options, {"path": str(path), **options}, "data")).load(torch.device("cpu"))
 
 
 def test_images_from_npz_npy_and_folders(tmp_path):

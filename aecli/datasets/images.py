@@ -54,8 +54,8 @@ class Images(Dataset):
     name = "images"
     Options = Options
 
-    def __init__(self, path: str | None = None, test_path: str | None = None, val_size: float = 0.1,
-                 test_size: float = 0.1, limit: int | None = None):
+    def __init__(self, path: str | None, test_path: str | None, val_size: float, test_size: float,
+                 limit: int | None):  # the keys of Options, defaults and all (conf/data/images.yaml)
         if path is None:
             raise AecliError("data=images needs data.path=PATH: a .npz or .npy file of images, or a folder of "
                              "PNG/JPEG files (one sub-folder per class, or flat)")
