@@ -98,7 +98,7 @@ def run_hydra(args: list[str], job) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # optuna's own handler writes colour codes to pipes
     try:
         run()
-    except BrokenPipeError:  # the reader of our output went away (`aecli train --help | head -1`): cli.main's
+    except BrokenPipeError:  # the reader went away (`aecli train --help | head -1`): cli.main ends quietly
         raise
     except Exception as e:  # noqa: BLE001
         if from_aecli(e):  # a bug of ours: its traceback is what a report needs
