@@ -21,7 +21,7 @@ from aecli.commands import COMMANDS, overview
 from aecli.errors import AecliError
 from aecli.errors import exit_with as fail
 from aecli.paths import config_dir
-from aecli.preflight import SWEEP_FLAGS, check_group_choices, check_overrides  # noqa: F401 (the tests' entry points)
+from aecli.preflight import check_group_choices, check_overrides  # noqa: F401 (the tests' entry points)
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a Unix tool whose reader went away exits with
 
@@ -29,20 +29,10 @@ SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a Unix tool whose reader went away exi
 def train_main(args: list[str]) -> None:
     from aecli.hydra_glue import run_hydra
     from aecli.job import protect_run_folders, run_job
-    from aecli.preflight import MODES
+    from aecli.preflight import prepare
     from aecli.sweep import LAST_SWEEP  # also registers the resolver conf/hparams_search/optuna.yaml uses
 
-    flags = [a for a in args if a in SWEEP_FLAGS]
-    args = flags[:1] + [a for a in args if a not in flags]  # -m anywhere on the line, as users write it
-    if any(a.startswith("hparams_search=") for a in args):  # Optuna's space: hydra.sweeper.params.lambda=... is lambda=...
-        args = [a.removeprefix("hydra.sweeper.params.") for a in args]
-    modes = [a for a in args if a in MODES and a not in ("--help", "-h", "--hydra-help")]
-    if modes and flags:
-        fail(f"{modes[0]} and -m cannot be combined: {modes[0]} works on one composed config, drop -m")
-    conf = config_dir()
-    check_group_choices(args, conf)
-    check_overrides(args, conf)
-    args = protect_run_folders(args)
+    args = protect_run_folders(prepare(args, config_dir()))
     LAST_SWEEP.clear()  # this command's sweep only (several commands may run in one process: the API, the tests)
     run_hydra(args, run_job)
     if LAST_SWEEP.get("failed"):  # scripts and CI notice a sweep with failed jobs

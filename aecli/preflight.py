@@ -19,6 +19,21 @@ WITH_ARGUMENT = ("--cfg", "-c", "--package", "-p", "--shell-completion", "-sc", 
 MODES = ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--run", "-r", "--help", "-h", "--hydra-help")
 
 
+def prepare(args: list[str], conf: Path) -> list[str]:
+    """`aecli train`'s line as Hydra takes it, checked: -m first wherever it was typed, an Optuna search's
+    `hydra.sweeper.params.KEY=` written as `KEY=`, then the groups' options and the composed config."""
+    flags = [a for a in args if a in SWEEP_FLAGS]
+    args = flags[:1] + [a for a in args if a not in flags]
+    if any(a.startswith("hparams_search=") for a in args):
+        args = [a.removeprefix("hydra.sweeper.params.") for a in args]
+    modes = [a for a in args if a in MODES and a not in ("--help", "-h", "--hydra-help")]
+    if modes and flags:
+        fail(f"{modes[0]} and -m cannot be combined: {modes[0]} works on one composed config, drop -m")
+    check_group_choices(args, conf)
+    check_overrides(args, conf)
+    return args
+
+
 def overrides_of(args: list[str]) -> list[str]:
     """The overrides on the line: Hydra's flags and their arguments (`--cfg job`, `-sc install=bash`) left out."""
     out, skip = [], False
