@@ -9,95 +9,33 @@ and class count; the top-level `lambda` becomes the model's `lam` (a Python keyw
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aecli import schema
-from aecli.schema import is_int, is_number
 from aecli.errors import AecliError
+from aecli.settings import RunOptions
 
 
-# Run-level keys -> (check, what is allowed). Keys missing from a config are skipped. The options of the model, the
-# net and the data set are not here: each component declares its own (aecli/schema.py), and `validate` reads them.
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "lambda": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
-    "latent_dim": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    "epochs": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    "batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    "lr": (lambda v: is_number(v) and v > 0, "a number > 0"),
-    "seed": (is_int, "an integer"),
-    "device.type": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
-    "trainer.log_every": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    "trainer.weight_decay": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
-    "trainer.optimizer": (lambda v: v in ("adam", "adamw"), "adam or adamw"),
-    "trainer.precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
-    "trainer.progress": (lambda v: v in ("auto", "bar", "lines"), "auto, bar or lines"),
-    "trainer.num_threads": (lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"),
-    "trainer.compile": (lambda v: isinstance(v, bool), "true or false"),
-    "trainer.matmul_precision": (lambda v: v in ("auto", "highest", "high", "medium"),
-                                 "auto, highest, high or medium"),
-    "trainer.checkpoint_every_s": (lambda v: v is None or (is_number(v) and v > 0), "null or a number of seconds > 0"),
-    "trainer.images_every": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    "trainer.scheduler": (lambda v: v in ("none", "cosine", "step", "plateau", "iwae"),
-                          "none, cosine, step, plateau or iwae"),
-    "trainer.warmup_steps": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
-    "trainer.min_lr_ratio": (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "trainer.step_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    "trainer.gamma": (lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "trainer.plateau_patience": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    "trainer.grad_clip": (lambda v: v is None or (is_number(v) and v > 0), "null or a number > 0"),
-    "trainer.early_stopping.patience": (lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"),
-    "trainer.early_stopping.min_delta": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
-    "resume": (lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
-               "null or a run folder or checkpoint path"),
-    "eval.at_end": (lambda v: isinstance(v, bool), "true or false"),
-    "optimized_metric": (lambda v: isinstance(v, str) and v.startswith(("val_", "train_", "test_")),
-                         "a metrics.csv column (val_recon, val_loss, ...) or test_<metric>"),
-}
 COMPONENTS = ("model", "net", "data")  # config groups built from their `_target_`, each with its declared Options
 
 
-def _get(cfg: DictConfig, dotted: str):
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, DictConfig) or part not in node:
-            return _MISSING
-        node = node[part]
-    return OmegaConf.to_container(node) if isinstance(node, (DictConfig,)) or OmegaConf.is_list(node) else node
-
-
-_MISSING = object()
-
-
 def validate(cfg: DictConfig) -> None:
-    """Check every run-level key against its range and every component's keys against its declared options; the
-    first bad one raises a one-line AecliError."""
-    for key, (ok, allowed) in RULES.items():
-        value = _get(cfg, key)
-        if value is _MISSING:
-            continue
-        if not ok(value):
-            raise AecliError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
-    known = {"model", "lambda", "data", "net", "device", "trainer", "logger", "eval", "latent_dim", "epochs", "batch_size",
-             "lr", "seed", "resume", "optimized_metric", "report"}
-    extra = sorted(set(cfg) - known - {"hydra"})
-    if extra:
-        raise AecliError(f"{extra[0]} is not a key aecli reads (a +{extra[0]}=... adds it to the config): the "
-                         f"top-level keys are {', '.join(sorted(known))}")
-    from aecli.paths import config_dir
-
-    trainer_keys = set(OmegaConf.load(config_dir() / "trainer" / "default.yaml"))
-    extra = sorted(set(cfg.get("trainer") or {}) - trainer_keys)
-    if extra:
-        raise AecliError(f"trainer.{extra[0]} is not a trainer setting: allowed {', '.join(sorted(trainer_keys))}")
-    if "lambda" not in cfg:
+    """The one check of a composed config, before any work: every run-level key against its declaration
+    (aecli/settings.py), every component's and logger's keys against its class's Options, and the settings the end
+    of the run needs (`check_run_settings`); the first bad one raises a one-line AecliError."""
+    values = OmegaConf.to_container(cfg, resolve=True)
+    values.pop("hydra", None)
+    if "lambda" not in values:
         raise AecliError("the model's yaml (conf/model/<name>.yaml) sets no top-level lambda: add `lambda: <its "
                          "default>` beside `model:`, the weight of the model's regularizer (0 when it has none)")
+    schema.check(RunOptions, values, "")
     for group in COMPONENTS:
-        schema.check(component_class(cfg, group).Options, OmegaConf.to_container(cfg[group], resolve=True), group)
+        schema.check(component_class(cfg, group).Options, values[group], group)
+    for name, options in (values.get("logger") or {}).items():  # each logger.<name> names its class
+        if isinstance(options, dict) and options.get("_target_"):  # (a checkpoint's older layout: make_logger)
+            schema.check(import_target(f"logger.{name}", options["_target_"]).Options, options, f"logger.{name}")
+    check_run_settings(cfg)
 
 
 def component_class(cfg, group: str) -> type:
@@ -107,16 +45,22 @@ def component_class(cfg, group: str) -> type:
     if not target:
         raise AecliError(f"the {group} config has no _target_: conf/{group}/<name>.yaml must name the {group}'s "
                          f"class, e.g. _target_: aecli.models.vae.VAE")
+    return import_target(group, target)
+
+
+def import_target(where: str, target) -> type:
+    """The class a `_target_` names, imported, with its declared Options; one line when it cannot be imported or
+    declares none."""
     from hydra.utils import get_class
 
     try:
         cls = get_class(str(target))
     except Exception as e:  # noqa: BLE001 - an import error of a user's component, in one line
         cause = e.__cause__ or e
-        raise AecliError(f"{group}._target_={target} cannot be imported ({type(cause).__name__}: "
+        raise AecliError(f"{where}._target_={target} cannot be imported ({type(cause).__name__}: "
                          f"{str(cause).splitlines()[0][:160]})") from None
     if not isinstance(getattr(cls, "Options", None), type):
-        raise AecliError(f"{group}._target_={target} declares no Options (a dataclass of its keys; aecli/schema.py)")
+        raise AecliError(f"{where}._target_={target} declares no Options (a dataclass of its keys; aecli/schema.py)")
     return cls
 
 
@@ -181,31 +125,30 @@ def plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 
-def check_run_settings(cfg: DictConfig, evaluation=None, terms: list[str] | None = None) -> None:
-    """What a run's end needs, checked before it trains. With `evaluation` (the module aecli.evaluate, which sits
-    above this one: the caller hands it in) the evaluation's settings and a test optimized_metric; with `terms`
-    (the model's loss terms, aecli.validation.loss_terms) a validation optimized_metric must be a metrics.csv
+def check_run_settings(cfg: DictConfig, terms: list[str] | None = None) -> None:
+    """What the end of the run needs, checked before it starts: a test optimized_metric exists only after the
+    evaluation, and nothing may watch it during training. With `terms` (the model's loss terms,
+    aecli.validation.loss_terms, known once the model is built) a validation optimized_metric must be a metrics.csv
     column the model writes."""
     metric = cfg.optimized_metric
-    if evaluation is not None and (cfg.eval.at_end or metric.startswith("test_")):
-        DESCRIPTIONS = evaluation.DESCRIPTIONS  # noqa: N806  (the module's constant)
-        if cfg.eval.at_end:
-            evaluation.eval_settings(cfg.eval)
-        if metric.startswith("test_"):
-            watched = cfg.trainer.scheduler == "plateau" or cfg.trainer.early_stopping.patience is not None
-            if watched:
-                raise AecliError(f"optimized_metric={metric} is known only after training, and trainer.scheduler="
-                                 f"plateau and trainer.early_stopping watch it every epoch: optimize a validation "
-                                 f"number (val_recon)")
-            if metric.removeprefix("test_") not in DESCRIPTIONS:
-                raise AecliError(f"optimized_metric={metric} is not a test metric: allowed "
-                                 f"{', '.join('test_' + k for k in DESCRIPTIONS)}, or a metrics.csv column")
-            if not cfg.eval.at_end:
-                raise AecliError(f"optimized_metric={metric} comes from the test-set evaluation: set eval.at_end=true, "
-                                 f"or optimize a validation number such as val_recon")
     if terms is not None and not metric.startswith("test_"):
         columns = ["val_recon", "val_loss", "train_loss", *(f"{p}_{k}" for p in ("val", "train") for k in terms),
                    "val_recon_term"]
         if metric not in columns:
             raise AecliError(f"optimized_metric={metric} is not a column this model writes: allowed "
                              f"{', '.join(dict.fromkeys(columns))}, or test_<metric> (docs/eval.md)")
+    if not metric.startswith("test_"):
+        return
+    from aecli.metric_names import DESCRIPTIONS  # (the eval settings themselves: validate, from their declaration)
+
+    if metric.startswith("test_"):
+        watched = cfg.trainer.scheduler == "plateau" or cfg.trainer.early_stopping.patience is not None
+        if watched:
+            raise AecliError(f"optimized_metric={metric} is known only after training, and trainer.scheduler=plateau "
+                             f"and trainer.early_stopping watch it every epoch: optimize a validation number (val_recon)")
+        if metric.removeprefix("test_") not in DESCRIPTIONS:
+            raise AecliError(f"optimized_metric={metric} is not a test metric: allowed "
+                             f"{', '.join('test_' + k for k in DESCRIPTIONS)}, or a metrics.csv column")
+        if not cfg.eval.at_end:
+            raise AecliError(f"optimized_metric={metric} comes from the test-set evaluation: set eval.at_end=true, "
+                             f"or optimize a validation number such as val_recon")

@@ -31,26 +31,26 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from aecli import metrics
+from aecli import metrics, schema
 from aecli.checkpoint import find_checkpoint
 from aecli.classifier import VERSION as CLASSIFIER_VERSION
-from aecli.classifier import CLASSIFIERS, CNN_VERSION, cache_folder, cached_json, load_classifier, load_paper_classifier
+from aecli.classifier import CNN_VERSION, cache_folder, cached_json, load_classifier, load_paper_classifier
 from aecli.config import resolve_device
 from aecli.data import Data, Split
 from aecli.errors import AecliError
+from aecli.metric_names import DESCRIPTIONS
 from aecli.models.base import bernoulli_nll_of_probs
 from aecli.parzen import parzen_log_likelihood
-from aecli.paths import config_dir
 from aecli.plots import (class_rows, filter_images, plot_code_scatter, plot_contraction, recon_labels, recon_pairs,
                          save_grid)
 from aecli.runs import load_run_data, load_trained
 from aecli.sampling import STEPS, draw_samples, interpolation_images
+from aecli.settings import EvalOptions as EvalSettings
 
 log = logging.getLogger("aecli")
 
@@ -59,38 +59,6 @@ IW_ROWS = 5000  # decoder rows per pass of the importance-weighted bound (images
 HEADLINE = ("recon_bce", "psnr", "probe_acc", "knn_acc", "iw_bound", "frechet")
 
 
-@dataclass
-class EvalSettings:
-    """conf/eval/default.yaml, key for key (the yaml documents each)."""
-
-    at_end: bool
-    protocol: str
-    test_images: int | None
-    probe_train_images: int | None
-    probe_steps: int
-    probe_l2: float
-    knn_k: int
-    jacobian_images: int
-    iw_samples: int
-    iw_images: int | None
-    iw_chunk: int
-    mmd_images: int
-    frechet_images: int
-    label_samples: int
-    sparse_threshold: float
-    classifier: str
-    classifier_epochs: int
-    parzen_samples: int | None
-    contraction_images: int
-    cache_dir: str | None
-    pictures: bool
-
-
-MINIMUM = {"test_images": 1, "probe_train_images": 1, "probe_steps": 1, "knn_k": 1, "jacobian_images": 1,
-           "iw_samples": 1, "iw_images": 1, "iw_chunk": 1, "mmd_images": 2, "frechet_images": 2, "label_samples": 1,
-           "classifier_epochs": 1, "parzen_samples": 2, "contraction_images": 1}
-ALL = ("test_images", "probe_train_images", "iw_images", "parzen_samples")  # null allowed: all images (parzen: off)
-PROTOCOLS = ("fast", "paper")
 #: eval.protocol=paper: the literature's protocol (docs/eval.md). It changes the keys a run left at their fast default
 #: (conf/eval/default.yaml) to these values; a key set to anything else keeps it, and a key given to `aecli eval`
 #: (`iw_samples=1000`) wins. null = every image of the split.
@@ -99,32 +67,14 @@ PAPER = {"test_images": None, "probe_train_images": None, "iw_samples": 5000, "i
 
 
 def eval_settings(eval_cfg=None, **overrides) -> EvalSettings:
-    """conf/eval/default.yaml, updated by a run's `eval` config, then by PAPER under protocol=paper, then by
-    `overrides` (None = keep); checked."""
+    """The declared defaults (aecli/settings.py, documented in conf/eval/default.yaml), updated by a run's `eval`
+    config, then by PAPER under protocol=paper, then by `overrides` (None = keep); checked."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    default = OmegaConf.load(config_dir() / "eval" / "default.yaml")
-    merged = OmegaConf.merge(default, eval_cfg or {})
+    default = schema.defaults(EvalSettings)
+    merged = {**default, **(OmegaConf.to_container(OmegaConf.create(eval_cfg), resolve=True) if eval_cfg else {})}
     if given.get("protocol", merged.get("protocol")) == "paper":
-        merged = OmegaConf.merge(merged, {k: v for k, v in PAPER.items() if merged.get(k) == default.get(k)})
-    values = OmegaConf.to_container(OmegaConf.merge(merged, given), resolve=True)
-    known = {f.name for f in fields(EvalSettings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise AecliError(f"eval.{unknown[0]} is not an eval setting: allowed {', '.join(sorted(known))}")
-    for key, allowed in (("protocol", PROTOCOLS), ("classifier", CLASSIFIERS)):
-        if values[key] not in allowed:
-            raise AecliError(f"eval.{key}={values[key]!r} is not allowed: it must be one of {', '.join(allowed)}")
-    for key, least in MINIMUM.items():
-        v = values[key]
-        if key in ALL and v is None:
-            continue
-        if not isinstance(v, int) or isinstance(v, bool) or v < least:
-            raise AecliError(f"eval.{key}={v!r} is not allowed: it must be an integer >= {least}")
-    if not (isinstance(values["probe_l2"], (int, float)) and values["probe_l2"] >= 0):
-        raise AecliError(f"eval.probe_l2={values['probe_l2']!r} is not allowed: it must be a number >= 0")
-    if not (isinstance(values["sparse_threshold"], (int, float)) and 0 < values["sparse_threshold"] < 1):
-        raise AecliError(f"eval.sparse_threshold={values['sparse_threshold']!r} is not allowed: it must be in (0, 1)")
-    return EvalSettings(**values)
+        merged.update({k: v for k, v in PAPER.items() if merged.get(k) == default.get(k)})
+    return schema.instance(EvalSettings, schema.check(EvalSettings, {**merged, **given}, "eval"))
 
 
 # -- passes over a split --------------------------------------------------------------------------------
@@ -327,23 +277,6 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
 
 
 # -- outputs ----------------------------------------------------------------------------------------------
-DESCRIPTIONS = {
-    # key: (what it is, the key of its floor or reference)
-    "recon_bce": ("reconstruction, Bernoulli NLL, nats/image (lower is better)", None),
-    "recon_mse": ("reconstruction, squared error summed over pixels", None),
-    "psnr": ("reconstruction PSNR, dB (higher is better)", None),
-    "probe_acc": ("linear probe on codes, test accuracy", "pixel_probe_acc"),
-    "knn_acc": ("kNN on codes, test accuracy", "pixel_knn_acc"),
-    "jacobian_fro": ("mean encoder Jacobian norm ||J_f(x)||_F", None),
-    "elbo": ("ELBO, nats/image", None),
-    "iw_bound": ("importance-weighted bound on log p(x), nats/image", "elbo"),
-    "denoised_psnr": ("PSNR of the reconstruction of a corrupted image", "noisy_psnr"),
-    "mean_activation": ("mean code activation", None),
-    "off_fraction": ("fraction of units with mean activation below the threshold", None),
-    "mmd": ("MMD^2 of test codes to the prior (0 = the same)", None),
-    "frechet": ("Fréchet distance of samples to test images (lower is better)", "frechet_floor"),
-    "label_acc": ("classifier accuracy on samples of each label", "classifier_acc"),
-}
 FLOOR_NAMES = {"pixel_probe_acc": "on pixels", "pixel_knn_acc": "on pixels", "elbo": "ELBO",
                "noisy_psnr": "noisy input",
                "frechet_floor": "train vs test", "classifier_acc": "on test images"}

@@ -30,9 +30,10 @@ STOP_AT_STEP = "AECLI_STOP_AT_STEP"  # testing hook: behave as if SIGTERM arrive
 
 
 def _arg(args: list[str], key: str) -> str | None:
-    """The last `key=value` among the overrides, unquoted; None when not given."""
-    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{key}=")]
-    return values[-1].strip("'\"") if values else None
+    """The last `key=value` among the overrides, unquoted (Hydra's parser); None when not given."""
+    from aecli.overrides import value
+
+    return value(args, key)
 
 
 def _quote(path: Path) -> str:

@@ -29,19 +29,24 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from aecli import schema
 from aecli.errors import AecliError
 
 log = logging.getLogger("aecli")
-LOGGERS = ("csv", "mlflow", "tensorboard", "wandb")  # the options of conf/logger/
 
 
 class Logger:
-    """logger=csv: the trainer writes metrics.csv itself, so every hook is a no-op."""
+    """The hooks a tracker implements (each a no-op here). A tracker named in conf/logger/<name>.yaml by its
+    `_target_` is built as `cls(run_dir, cfg, sweep, options)`: the run folder, the run's config, the sweep it runs
+    in (`hydra_sweep()`) and its checked `Options`."""
+
+    name: str | None = None  # its option of conf/logger/
 
     def log_step(self, step: int, terms: dict[str, float]) -> None:
         """Running means of the training terms at optimizer step `step`."""
@@ -61,6 +66,21 @@ class Logger:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the run `state` (from `state_dict()` of the run being resumed) instead of starting one."""
+
+
+@dataclass(kw_only=True)
+class NoOptions(schema.Options):
+    """A tracker without options."""
+
+
+class CsvLogger(Logger):
+    """logger=csv: the trainer writes metrics.csv itself, so every hook is a no-op."""
+
+    name = "csv"
+    Options = NoOptions
+
+    def __init__(self, run_dir: Path, cfg: DictConfig, sweep: dict[str, str] | None, options: NoOptions):
+        pass
 
 
 # -- the names every tracker uses ---------------------------------------------------------------------
@@ -103,13 +123,19 @@ def missing(name: str, library: str) -> AecliError:
 class TensorBoardLogger(Logger):
     """Event files in the run folder: scalars, image grids, and the HPARAMS tab (hyperparameters, final metrics)."""
 
-    def __init__(self, run_dir: Path, hparams: dict[str, Any], flush_secs: int = 30):
+    name = "tensorboard"
+
+    @dataclass(kw_only=True)
+    class Options(schema.Options):
+        flush_secs: float = schema.number(30, low=0, low_open=True)  # seconds between writes of the event file
+
+    def __init__(self, run_dir: Path, cfg: DictConfig, sweep: dict[str, str] | None, options: Options):
         try:  # torch.utils.tensorboard needs the tensorboard package: an optional extra
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise missing("tensorboard", "TensorBoard") from None
-        self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=flush_secs)
-        self.hparams = hparams
+        self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=options.flush_secs)
+        self.hparams = flat_hparams(cfg)
 
     def log_step(self, step: int, terms: dict[str, float]) -> None:
         for k, v in step_scalars(terms).items():
@@ -142,20 +168,29 @@ class MLflowLogger(Logger):
     (images/, plots/) and checkpoints/best.pt as artifacts. A sweep's jobs share one experiment, named after
     the sweep folder; a single run goes to `experiment`."""
 
-    def __init__(self, run_dir: Path, params: dict[str, Any], tracking_uri: str | None = None,
-                 experiment: str = "aecli", artifacts: bool = True, http_retries: int = 2, http_timeout: int = 30,
-                 sweep: dict[str, str] | None = None):
+    name = "mlflow"
+
+    @dataclass(kw_only=True)
+    class Options(schema.Options):
+        tracking_uri: str | None = schema.text(None, optional=True)  # null: MLflow's default store
+        experiment: str = schema.text("aecli")  # the experiment of a single run
+        artifacts: bool = schema.boolean(True)  # the run folder's PNGs and best.pt as artifacts at the end
+        http_retries: int = schema.integer(2, low=0)  # retries of a request to an http(s) tracking server
+        http_timeout: float = schema.number(30, low=0, low_open=True)  # seconds before a request times out
+
+    def __init__(self, run_dir: Path, cfg: DictConfig, sweep: dict[str, str] | None, options: Options):
         try:
             from mlflow import MlflowClient
         except ImportError:
             raise missing("mlflow", "MLflow") from None
         # MLflow's own HTTP defaults (7 retries with backoff, 120 s timeout) stall a run for minutes on a server
         # that is down, before the tracker can be dropped; these are read at each request
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(http_retries)
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(http_timeout)
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(options.http_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(options.http_timeout)
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a line per retry: ours says it once
-        self.client = MlflowClient(tracking_uri=tracking_uri)  # None: MLflow's default store
-        self.run_dir, self.params, self.artifacts = Path(run_dir), params, artifacts
+        self.client = MlflowClient(tracking_uri=options.tracking_uri)  # None: MLflow's default store
+        self.run_dir, self.params, self.artifacts = Path(run_dir), flat_hparams(cfg), options.artifacts
+        experiment = options.experiment
         self.experiment = f"{experiment} sweep {sweep['dir']}" if sweep else experiment
         self.tags = {"aecli.run_dir": str(run_dir), **({"aecli.sweep": sweep["dir"], "aecli.job": sweep["job"]}
                                                        if sweep else {})}
@@ -253,14 +288,23 @@ class WandbLogger(Logger):
     otherwise or you are logged in (`wandb login`): `wandb sync RUN/wandb/offline-run-*` uploads an offline run
     later. A sweep's jobs share a group, the sweep folder."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], project: str = "aecli", entity: str | None = None,
-                 mode: str | None = None, sweep: dict[str, str] | None = None):
+    name = "wandb"
+
+    @dataclass(kw_only=True)
+    class Options(schema.Options):
+        project: str = schema.text("aecli")
+        entity: str | None = schema.text(None, optional=True)  # your W&B user or team (null: your default)
+        mode: str | None = schema.text(None, optional=True)  # null: $WANDB_MODE, else online when logged in
+
+    def __init__(self, run_dir: Path, cfg: DictConfig, sweep: dict[str, str] | None, options: Options):
         try:
             import wandb
         except ImportError:
             raise missing("wandb", "Weights & Biases (wandb)") from None
-        self.wandb, self.run_dir, self.config = wandb, Path(run_dir), config
-        self.project, self.entity, self.mode, self.sweep = project, entity, mode, sweep
+        from aecli.config import plain
+
+        self.wandb, self.run_dir, self.config = wandb, Path(run_dir), plain(cfg)
+        self.project, self.entity, self.mode, self.sweep = options.project, options.entity, options.mode, sweep
         self.run_id: str | None = None
         self.run = None
 
@@ -373,7 +417,8 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 def chosen(cfg: DictConfig) -> dict[str, dict]:
     """{logger name: its options} from `cfg.logger`. Each conf/logger/<name>.yaml lands under `logger.<name>`;
     a checkpoint written before that layout has `logger.name` with the options beside it, read the same."""
-    node = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") is not None else {}
+    node = cfg.get("logger")
+    node = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
     old = node.pop("name", None)
     if isinstance(old, str):
         node = {k: v for k, v in node.items() if isinstance(v, dict)} | {
@@ -396,25 +441,48 @@ def hydra_sweep() -> dict[str, str] | None:
     return {"dir": str(hc.sweep.dir), "job": str(hc.job.num)}
 
 
+def logger_classes() -> dict[str, type[Logger]]:
+    """The trackers aecli has, by their option of conf/logger/ (for configs that name no `_target_`: a checkpoint
+    written before they did)."""
+    return {cls.name: cls for cls in Logger.__subclasses__() if cls.name}
+
+
+def logger_class(name: str, options: dict) -> type[Logger]:
+    """The tracker class of `logger.<name>`: its `_target_`, else the one of that name; one line when unknown."""
+    target = options.get("_target_")
+    if target:
+        from aecli.config import import_target
+
+        cls = import_target(f"logger.{name}", target)
+        if isinstance(cls, type) and issubclass(cls, Logger):
+            return cls
+        raise AecliError(f"logger.{name}._target_={target} is not an aecli logger (aecli/loggers.py)")
+    known = logger_classes()
+    if name not in known:
+        raise AecliError(f"logger={name} is not a logger aecli knows: allowed {', '.join(sorted(known))} "
+                         f"(several: logger=[csv,tensorboard,mlflow])")
+    return known[name]
+
+
+def logger_options(node) -> dict[str, tuple[type[Logger], schema.Options]]:
+    """{name: (its class, its checked Options)} for each logger of a config's `logger` node."""
+    node = chosen({"logger": node})
+    out = {}
+    for name, values in node.items():
+        cls = logger_class(name, values)
+        out[name] = cls, schema.instance(cls.Options, schema.check(cls.Options, values, f"logger.{name}"))
+    return out
+
+
 def make_logger(cfg: DictConfig, run_dir: Path) -> Loggers:
     """The loggers of `cfg.logger` behind one set of hooks (csv alone: none, the trainer writes metrics.csv)."""
-    from aecli.config import plain
-
-    options = chosen(cfg)
-    unknown = sorted(set(options) - set(LOGGERS))
-    if unknown:
-        raise AecliError(f"logger={','.join(unknown)} is not a logger aecli knows: allowed {', '.join(LOGGERS)} "
-                         f"(several: logger=[csv,tensorboard,mlflow])")
     sweep = hydra_sweep()
-    build = {"tensorboard": lambda opts: TensorBoardLogger(run_dir, flat_hparams(cfg), **opts),
-             "mlflow": lambda opts: MLflowLogger(run_dir, flat_hparams(cfg), sweep=sweep, **opts),
-             "wandb": lambda opts: WandbLogger(run_dir, plain(cfg), sweep=sweep, **opts)}
     trackers: dict[str, Logger] = {}
-    for name, opts in options.items():
-        if name == "csv":
+    for name, (cls, options) in logger_options(cfg.get("logger")).items():
+        if cls is CsvLogger:
             continue
         try:
-            trackers[name] = build[name](opts)
+            trackers[name] = cls(run_dir, cfg, sweep, options)
         except AecliError:  # the library is not installed: the user asked for it, so say so before training
             raise
         except Exception as e:

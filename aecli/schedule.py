@@ -32,8 +32,6 @@ from aecli.metric_names import direction
 
 log = logging.getLogger("aecli")
 
-SCHEDULERS = ("none", "cosine", "step", "plateau", "iwae")
-
 
 def iwae_stage(epoch: int) -> int:
     """The stage i of the iwae schedule that epoch `epoch` (from 1) falls in: stage i holds 3 ** i epochs."""

@@ -1,5 +1,6 @@
-"""Options of a component (a model, a net, a data set), declared once beside it: their defaults, allowed values and
-ranges. Validation reads these declarations; nothing else lists a component's keys or its allowed values.
+"""Options of a component (a model, a net, a data set, a logger) and of the run's settings (aecli/settings.py),
+declared once: their defaults, allowed values and ranges. Validation reads these declarations; nothing else lists
+a component's keys or its allowed values.
 
 A component declares `Options`, a dataclass whose fields are built with the helpers below:
 
@@ -10,7 +11,9 @@ A component declares `Options`, a dataclass whose fields are built with the help
 
 Its yaml in conf/ holds the same keys with the same defaults, documented for users (tests/test_config.py checks
 that they agree), and its constructor receives them as keyword arguments. `check(Options, values, prefix)`
-raises one line naming the key, the value and what is allowed. This module imports no torch.
+raises one line naming the key, the value and what is allowed. A key that is a Python keyword (`lambda`) is
+declared with a trailing underscore (`lambda_`); a nested block of keys (trainer.early_stopping) is a
+`section(OtherOptions)`. This module imports no torch.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ MISSING = dataclasses.MISSING
 
 
 class Options:
-    """Base of every component's options dataclass."""
+    """Base of every options dataclass. `unknown` and `bad` word the two errors of `check` ({name}: the dotted key,
+    {group}: the prefix, {allowed}: the keys, {value}, {rule}: what the key allows)."""
+
+    unknown = "{name} is not an option of this {group}: allowed {allowed}"
+    bad = "{name}={value!r} is not allowed: {name} must be {rule}"
 
 
 def _field(default: Any, check, allowed: str) -> Any:
@@ -54,13 +61,15 @@ def integer(default: int | None, low: int | None = None, high: int | None = None
     return _field(default, ok, ("null or " if optional else "") + _range("an integer", low, high, "[", "]"))
 
 
-def number(default: float, low: float | None = None, high: float | None = None, low_open: bool = False,
-           high_open: bool = False) -> Any:
-    """A finite number in the interval from low to high (bounds closed unless `low_open`/`high_open`)."""
+def number(default: float | None, low: float | None = None, high: float | None = None, low_open: bool = False,
+           high_open: bool = False, optional: bool = False, what: str = "a number") -> Any:
+    """A finite number in the interval from low to high (bounds closed unless `low_open`/`high_open`); `optional`
+    also allows null."""
     def ok(v):
-        return is_number(v) and (low is None or (v > low if low_open else v >= low)) and \
-            (high is None or (v < high if high_open else v <= high))
-    return _field(default, ok, _range("a number", low, high, "(" if low_open else "[", ")" if high_open else "]"))
+        return (optional and v is None) or (is_number(v) and (low is None or (v > low if low_open else v >= low)) and
+                                            (high is None or (v < high if high_open else v <= high)))
+    rule = _range(what, low, high, "(" if low_open else "[", ")" if high_open else "]")
+    return _field(default, ok, ("null or " if optional else "") + rule)
 
 
 def boolean(default: bool) -> Any:
@@ -83,6 +92,22 @@ def text(default: str | None, optional: bool = False) -> Any:
     return _field(default, ok, ("null or " if optional else "") + "a non-empty string")
 
 
+def custom(default: Any, check, allowed: str) -> Any:
+    """Any rule: `check(value)` says whether a value is allowed, `allowed` says what is, in words."""
+    return _field(default, check, allowed)
+
+
+def section(options: type) -> Any:
+    """A block of keys declared by another Options class (trainer.early_stopping), checked key by key."""
+    return dataclasses.field(default_factory=lambda: defaults(options), metadata={"options": options})
+
+
+def component(what: str) -> Any:
+    """A config group built from its `_target_` (model, net, data, logger): its keys are checked by the Options of
+    the class it names, not here."""
+    return dataclasses.field(default=None, metadata={"component": what})
+
+
 def _range(what: str, low, high, left: str, right: str) -> str:
     if low is None and high is None:
         return what
@@ -94,7 +119,13 @@ def _range(what: str, low, high, left: str, right: str) -> str:
 
 
 def fields(options: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(options)}
+    """The declared options by their key in the config (`lambda_` is the key `lambda`)."""
+    return {key(f.name): f for f in dataclasses.fields(options)}
+
+
+def key(name: str) -> str:
+    """A field's key in the config: a trailing underscore, which lets a field be named after a Python keyword, dropped."""
+    return name.removesuffix("_")
 
 
 def defaults(options: type) -> dict[str, Any]:
@@ -105,21 +136,36 @@ def defaults(options: type) -> dict[str, Any]:
     return out
 
 
+def instance(options: type, values: dict[str, Any]):
+    """The Options dataclass holding `values` (checked values from `check`; keys as in the config)."""
+    names = {key(f.name): f.name for f in dataclasses.fields(options)}
+    return options(**{names[k]: v for k, v in values.items()})
+
+
 def check(options: type, values: dict[str, Any], prefix: str, allow: tuple[str, ...] = ("_target_",)) -> dict:
     """Check `values` against the declared options: an unknown key or a value outside its range raises one line
-    (`model.likelihood='x' is not allowed: model.likelihood must be one of bernoulli, ...`). Returns the values
-    without the keys in `allow`, completed by the declared defaults."""
+    (`model.likelihood='x' is not allowed: model.likelihood must be one of bernoulli, ...`), a section's keys are
+    checked by its own Options. Returns the values without the keys in `allow`, completed by the declared defaults
+    (a section's too). `prefix` is the dotted path of the values ("" for the config's top level)."""
     declared = fields(options)
-    for key, value in values.items():
-        if key in allow:
+    out = defaults(options)
+    for name, value in values.items():
+        if name in allow:
             continue
-        if key not in declared:
-            raise AecliError(f"{prefix}.{key} is not an option of this {prefix}: allowed "
-                             f"{', '.join(declared) or 'none'}")
-        meta = declared[key].metadata
-        if "check" in meta and not meta["check"](value):
-            raise AecliError(f"{prefix}.{key}={value!r} is not allowed: {prefix}.{key} must be {meta['allowed']}")
-    return {**defaults(options), **{k: v for k, v in values.items() if k not in allow}}
+        dotted = f"{prefix}.{name}" if prefix else name
+        if name not in declared:
+            raise AecliError(options.unknown.format(name=dotted, group=prefix or "config",
+                                                    allowed=", ".join(declared) or "none"))
+        meta = declared[name].metadata
+        if "options" in meta:
+            if not isinstance(value, dict):
+                raise AecliError(f"{dotted}={value!r} is not allowed: {dotted} is a block of keys "
+                                 f"({', '.join(fields(meta['options']))})")
+            value = check(meta["options"], value, dotted, allow)
+        elif "check" in meta and not meta["check"](value):
+            raise AecliError(options.bad.format(name=dotted, value=value, rule=meta["allowed"]))
+        out[name] = value
+    return out
 
 
 def allowed(options: type, key: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,7 +146,8 @@ def test_tab_completion_completes_in_bash_directly_and_through_uv_run(tmp_path):
     (tmp_path / "complete.sh").write_text(install.stdout)
     probe = """
 source complete.sh
-for line in "aecli train model=c" "uv run aecli train model=c" "uv run aecli train data=fa"; do
+for line in "aecli train model=c" "uv run aecli train model=c" "uv run aecli train data=fa" "uv run aecli tr" \
+            "aecli sa" "aecli sample r"; do
   COMP_LINE="$line"; COMP_POINT=${#line}; read -a COMP_WORDS <<< "$line"; COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
   COMPREPLY=()
   if [ "${COMP_WORDS[0]}" == "uv" ]; then _aecli_uv_completion; else hydra_bash_completion; fi
@@ -155,7 +157,9 @@ done"""
     proc = subprocess.run(["bash", "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     lines = proc.stdout.strip().splitlines()
     assert lines == ["aecli train model=c -> model=cae model=cvae", "uv run aecli train model=c -> model=cae model=cvae",
-                     "uv run aecli train data=fa -> data=fashion_mnist"], proc.stdout + proc.stderr
+                     "uv run aecli train data=fa -> data=fashion_mnist", "uv run aecli tr -> train",
+                     "aecli sa -> sample", "aecli sample r -> run="], proc.stdout + proc.stderr
+    assert "could not start" not in proc.stdout + proc.stderr
 
 
 def test_a_bad_eval_setting_is_refused_before_training(tmp_path, data_root):
@@ -164,26 +168,41 @@ def test_a_bad_eval_setting_is_refused_before_training(tmp_path, data_root):
     assert not list(tmp_path.glob("outputs/*/*/metrics.csv"))  # no epoch ran
 
 
-def test_a_cross_model_sweep_is_checked_against_each_swept_model(capsys):
-    """`-m model=ae,dae model.recon_loss=mse` is valid (both models have the key) and was refused when the check
-    composed the default model; a key one swept model lacks is named with that model."""
-    from aecli.cli import check_overrides, config_dir
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [("--help",), ("sample", "--help"), ("train", "-sc", "install=bash"),
+                                  ("train", "--help"), ("--version",)])
+def test_a_reader_that_goes_away_ends_the_command_quietly(args, tmp_path):
+    """`aecli --help | head -1`: the pipe closes before aecli writes; it stops quietly, as Unix tools do (exit 0, or
+    141 as a tool killed by SIGPIPE), with no traceback and no "the run could not start"."""
+    exe = shutil.which("aecli")
+    cmd = [exe] if exe else [sys.executable, "-m", "aecli.cli"]
+    proc = subprocess.Popen([*cmd, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141) and err == "", err
 
-    check_overrides(["-m", "model=ae,dae", "model.recon_loss=mse"], config_dir())
-    assert capsys.readouterr().err == ""
-    with pytest.raises(SystemExit) as e:
-        check_overrides(["-m", "model=ae,vae", "model.recon_loss=mse"], config_dir())
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1
-    assert "model.recon_loss is not a key of this config (with model=vae)" in err
+
+@pytest.mark.slow
+def test_version_names_aecli_and_torch(tmp_path):
+    from importlib.metadata import version
+
+    proc = run_cli("--version", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"aecli {version('aecli')} ")
+    assert f"torch {version('torch')}" in proc.stdout
 
 
-def test_a_sweep_over_a_key_a_model_ignores_is_said_once_before_the_jobs(capsys):
-    """`-m model=cae,dae lambda=1,10,100` ran three identical dae jobs in silence."""
-    from aecli.cli import check_overrides, config_dir
-
-    check_overrides(["-m", "model=cae,dae,pca", "lambda=1,10,100", "net=mlp,conv"], config_dir())
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == ["aecli: warning: model=dae ignores lambda: its jobs over lambda=1,10,100 repeat the same run",
-                     "aecli: warning: model=pca ignores lambda: its jobs over lambda=1,10,100 repeat the same run",
-                     "aecli: warning: model=pca ignores net: its jobs over net=mlp,conv repeat the same run"]
+@pytest.mark.slow
+@pytest.mark.parametrize("args,needle", [
+    (("model=vae,", "lambda=1"), "model=vae, ends in a comma: overrides are separated by spaces, not commas; write "
+                                 "model=vae lambda=1"),
+    (("data=images", "data.path=~/x.npz"), "data.path=~/x.npz: ~ is not expanded inside an override; write "
+                                           "data.path=" + str(Path("~/x.npz").expanduser())),
+    (("net=conv", "net.hidden=[64]"), "net.hidden is not a key of this config: the conv net's keys are net.channels, "
+                                      "net.activation; net.hidden is a key of net=mlp"),
+])
+def test_typical_typos_name_what_was_typed_and_what_to_write(args, needle, tmp_path):
+    proc = run_cli("train", *args, cwd=tmp_path)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and err.count("\n") == 0 and needle in err, err
+    assert not (tmp_path / "outputs").exists()

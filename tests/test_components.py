@@ -203,14 +203,14 @@ def test_a_model_a_net_and_a_data_set_are_each_one_file_and_one_yaml(tmp_path):
 
 # -- layers: imports only go down ---------------------------------------------------------------------------
 LAYERS = [  # a module may import aecli modules of its own layer or below, never above
-    {"errors", "paths", "schema", "metric_names", "rundir"},
+    {"errors", "paths", "schema", "metric_names", "rundir", "settings", "overrides", "commands"},
     {"nets", "data", "metrics", "parzen", "plots", "progress", "checkpoint", "config", "signals"},
     {"datasets", "models"},
     {"classifier", "loggers", "resume", "sampling", "writer", "runs", "schedule", "validation", "health", "prior_fit",
      "checkpointing", "build"},
     {"train", "evaluate"},
     {"job", "sweep", "report"},
-    {"cli", "api"},
+    {"cli", "api", "preflight", "hydra_glue"},
 ]
 
 

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from aecli.cli import check_group_choices, config_dir
+from aecli.paths import config_dir
 from aecli import schema
 from aecli.config import COMPONENTS, build_model, component_class, validate
 from aecli.errors import AecliError
@@ -71,14 +71,6 @@ def test_bad_values_are_refused_in_one_line(override, needle):
     assert needle in message and "\n" not in message and "must be" in message
 
 
-def test_unknown_group_option_is_refused_with_the_allowed_list(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        check_group_choices(["model=nope"], CONF)
-    assert exit_.value.code != 0
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("aecli: model=nope") and "vae" in err and "\n" not in err
-
-
 @pytest.mark.parametrize("group,option", [(g, o) for g in COMPONENTS for o in options(g)])
 def test_each_yaml_holds_its_component_s_declared_defaults(group, option):
     """A component declares its options once (its Options); its yaml documents the same keys with the same defaults
@@ -93,6 +85,65 @@ def test_each_yaml_holds_its_component_s_declared_defaults(group, option):
     assert values == declared
     if group == "model":
         assert raw["lambda"] == cls.default_lambda
+
+
+@pytest.mark.parametrize("yaml,node,options", [
+    ("config.yaml", None, "RunOptions"), ("trainer/default.yaml", None, "TrainerOptions"),
+    ("eval/default.yaml", None, "EvalOptions"), ("device/auto.yaml", None, "DeviceOptions"),
+    *[(f"logger/{name}.yaml", None, name) for name in options("logger")],
+])
+def test_each_settings_yaml_holds_its_declared_defaults(yaml, node, options):
+    """The trainer's, the evaluation's, the device's, the loggers' and the top-level settings are declared once
+    (aecli/settings.py, each logger's Options in aecli/loggers.py); their yaml documents the same keys with the same
+    defaults, and a logger's yaml names its class."""
+    from aecli import settings
+    from aecli.loggers import logger_class
+
+    raw = OmegaConf.to_container(OmegaConf.load(CONF / yaml))
+    if yaml.startswith("logger/"):
+        cls = logger_class(options, raw).Options
+        assert logger_class(options, raw).name == options
+    else:
+        cls = getattr(settings, options)
+    values = {k: v for k, v in raw.items() if k not in ("_target_", "defaults", "hydra")}
+    declared = schema.defaults(cls)
+    if options == "RunOptions":  # the groups are composed in; lambda comes with each model's yaml
+        declared = {k: v for k, v in declared.items() if k not in ("model", "data", "net", "logger", "device", "trainer",
+                                                                    "eval", "lambda")}
+    assert values == declared
+
+
+def test_validation_reads_declarations_only():
+    """No setting rules outside the declarations: no yaml read at run time, no lists of allowed values."""
+    import re
+
+    package = CONF.parent / "aecli" if (CONF.parent / "aecli").is_dir() else CONF.parent
+    offenders = [f"{p.name}:{i}" for p in package.rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if re.search(r"\b(RULES|MINIMUM|SCHEDULERS|LOGGERS)\b|OmegaConf\.load\(", line)
+                 and p.name != "sweep.py"]  # sweep.py reads a run's overrides.yaml, a record, not a setting
+    assert offenders == []
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("trainer.optimizer=sgd", "trainer.optimizer='sgd' is not allowed: trainer.optimizer must be one of adam, adamw"),
+    ("+trainer.bogus=1", "trainer.bogus is not a trainer setting: allowed optimizer"),
+    ("trainer.early_stopping.patience=0", "trainer.early_stopping.patience=0 is not allowed"),
+    ("+trainer.early_stopping.bogus=1", "trainer.early_stopping.bogus is not an option of this "
+                                        "trainer.early_stopping: allowed patience, min_delta"),
+    ("eval.knn_k=0", "eval.knn_k=0 is not allowed: it must be an integer >= 1"),
+    ("logger.csv.bogus=1", "logger.csv.bogus is not an option of this logger.csv"),
+    ("logger=tensorboard", None), ("logger.tensorboard.flush_secs=0", "logger.tensorboard.flush_secs=0 is not allowed"),
+])
+def test_trainer_eval_and_logger_settings_are_checked_against_their_declarations(override, needle):
+    overrides = [override] if not override.startswith("logger.tensorboard") else ["logger=tensorboard", override]
+    if override.startswith("logger.csv"):
+        overrides = ["+" + override]
+    if needle is None:
+        validate(compose_with(*overrides))
+        return
+    with pytest.raises(AecliError) as err:
+        validate(compose_with(*overrides))
+    assert needle in str(err.value) and "\n" not in str(err.value)
 
 
 def test_an_unknown_component_option_and_a_missing_lambda_are_one_line():

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf, open_dict
 
 from aecli.cli import config_dir
 from aecli.errors import AecliError
-from aecli.loggers import LOGGERS, Loggers, chosen, make_logger
+from aecli.loggers import Loggers, chosen, logger_classes, make_logger
 from conftest import REPO, components, tiny_overrides
 
 mlflow = pytest.importorskip("mlflow")  # the dev group installs both extras
@@ -254,7 +254,7 @@ def test_trackers_are_imported_only_when_chosen():
 
 # -- composing several ------------------------------------------------------------------------------
 def test_every_logger_has_its_yaml():
-    assert components("logger") == sorted(LOGGERS)
+    assert components("logger") == sorted(logger_classes())
 
 
 def test_list_syntax_composes_one_fan_out(tmp_path):

@@ -1,8 +1,8 @@
 """`data=images data.path=PATH`: a researcher's own images. conf/data/images.yaml.
 
 PATH is one of
-- a `.npz` file: the images under `x` (or `images`, or the first array) and, optionally, integer labels under `y`
-  (or `labels`);
+- a `.npz` file: the images under `x` (or `images`) and, optionally, integer labels under `y` (or `labels`); an
+  array under any other name is refused with the names found (it would be dropped without a word);
 - a `.npy` file: the images only;
 - a folder of PNG/JPEG files, either with one sub-folder per class (the ImageFolder convention: the sub-folders'
   names, sorted, are the classes) or flat (unlabeled).
@@ -54,8 +54,8 @@ class Images(Dataset):
     name = "images"
     Options = Options
 
-    def __init__(self, path: str | None = None, test_path: str | None = None, val_size: float = 0.1,
-                 test_size: float = 0.1, limit: int | None = None):
+    def __init__(self, path: str | None, test_path: str | None, val_size: float, test_size: float,
+                 limit: int | None):  # the keys of Options, defaults and all (conf/data/images.yaml)
         if path is None:
             raise AecliError("data=images needs data.path=PATH: a .npz or .npy file of images, or a folder of "
                              "PNG/JPEG files (one sub-folder per class, or flat)")
@@ -124,10 +124,14 @@ def read_images(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, list[str
             keys = list(arrays.keys())
         except Exception as e:  # noqa: BLE001 - a damaged or foreign file, named in one line
             raise AecliError(f"cannot read {path} as a .npz file ({type(e).__name__}): it is damaged or not numpy's")
-        image_key = next((k for k in IMAGE_KEYS if k in keys), keys[0] if keys else None)
-        if image_key is None:
-            raise AecliError(f"{path} holds no arrays: put the images under 'x' (and labels under 'y')")
-        label_key = next((k for k in LABEL_KEYS if k in keys and k != image_key), None)
+        image_key = next((k for k in IMAGE_KEYS if k in keys), None)
+        unread = [k for k in keys if k not in IMAGE_KEYS + LABEL_KEYS]
+        if image_key is None or unread:
+            found = f"the arrays {', '.join(keys)}" if keys else "no arrays"
+            raise AecliError(f"{path} holds {found}: aecli reads the images under x (or images) and the integer "
+                             f"labels under y (or labels), nothing else; save them under those names, e.g. "
+                             f"np.savez(path, x=images, y=labels)")
+        label_key = next((k for k in LABEL_KEYS if k in keys), None)
         images = as_uint8_images(arrays[image_key], f"{path}['{image_key}']")
         if label_key is None:
             return images, None, None
