@@ -35,7 +35,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.optimizer": (lambda v: v in ("adam", "adamw"), "adam or adamw"),
     "trainer.precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
     "trainer.progress": (lambda v: v in ("auto", "bar", "lines"), "auto, bar or lines"),
-    "trainer.num_threads": (lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"),
+    "trainer.num_threads": (lambda v: v is None or v == "auto" or (is_int(v) and v >= 1),  # optuna-wiring: auto
+                            "null, auto or an integer >= 1"),
     "trainer.compile": (lambda v: isinstance(v, bool), "true or false"),
     "trainer.matmul_precision": (lambda v: v in ("auto", "highest", "high", "medium"),
                                  "auto, highest, high or medium"),

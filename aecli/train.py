@@ -25,11 +25,13 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Callable  # optuna-wiring
 
 import torch
 from omegaconf import DictConfig
 
 from aecli.checkpoint import find_checkpoint, load_checkpoint
+from aecli.cores import threads_for  # optuna-wiring
 from aecli.config import build_dataset, build_model, plain, resolve_device, validate
 from aecli.data import Batcher, Data, Split
 from aecli.errors import AecliError
@@ -226,8 +228,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device.type)
         self.matmul_precision = set_matmul_precision(cfg.trainer.get("matmul_precision", "auto"), self.device)
-        if cfg.trainer.num_threads:
-            torch.set_num_threads(int(cfg.trainer.num_threads))
+        threads = threads_for(cfg.trainer.num_threads)  # optuna-wiring: null | N | auto (aecli/cores.py)
+        if threads:
+            torch.set_num_threads(threads)
         mode = cfg.trainer.progress
         self.bar = mode == "bar" or (mode == "auto" and interactive() and not multirun)
         self.data = data if data is not None else build_dataset(cfg).load(self.device)
@@ -278,6 +281,7 @@ class Trainer:
         self.warnings: list[str] = []  # collapse warnings, one per symptom and epoch (status.json keeps them)
         self.mean_image = self.data.train.mean_image()  # the training split's mean image, and its val_recon
         self.baseline = mean_image_recon(self.data.val, self.mean_image)
+        self.epoch_hooks: list[Callable[[dict], None]] = []  # optuna-wiring: called with each epoch's row, saved
 
     @classmethod
     def resume(cls, cfg: DictConfig, run_dir: Path, overrides: list[str] = (), **kwargs) -> Trainer:
@@ -470,6 +474,8 @@ class Trainer:
         elif improved:  # best.pt waits for the next checkpoint: a copy of this epoch's state in memory
             self.fit_prior()
             self.best_snapshot = self.checkpoint_state(None, copy=True)
+        for hook in self.epoch_hooks:  # optuna-wiring: after the row and the checkpoint are written
+            hook(row)
         return row
 
     def checkpoint_due(self) -> bool:
