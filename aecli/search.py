@@ -113,20 +113,29 @@ def study_seed(seed: int, storage: str | None, study_name: str) -> int:
 
 
 # -- locks: which worker or job is alive -------------------------------------------------------------
-def lock_is_held(path: Path) -> bool:
-    """Whether another process holds an OS lock (fcntl.flock) on `path` (False when there is no such file)."""
+def take_lock(path: Path):
+    """An OS lock (fcntl.flock) on the existing file `path` for this process: the open file, which holds it till
+    closed or the process ends; None when another process holds it (or there is no such file)."""
     if not Path(path).is_file():
-        return False
+        return None
     try:
         f = open(path, "a+")
     except OSError:
-        return False
+        return None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
-    finally:
-        f.close()  # closing releases a lock taken here
+        f.close()
+        return None
+    return f
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether another process holds an OS lock on the existing file `path`."""
+    f = take_lock(path)
+    if f is None:
+        return Path(path).is_file()
+    f.close()  # releases the lock taken here
     return False
 
 

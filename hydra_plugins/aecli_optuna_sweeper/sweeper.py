@@ -8,8 +8,12 @@ is `pruned` (aecli/search.py's epoch hook), FAIL otherwise.
 `n_trials` is how many trials this command runs; a continued study (the same storage) numbers its new trials
 after the ones it holds. With `worker=true` the command is one of several processes sharing the study: each asks
 for a trial as soon as it is free and stops once the study holds `n_trials` started trials (every state but
-WAITING: COMPLETE, PRUNED, FAIL and RUNNING). A trial left RUNNING by a worker that died (its lock is free) is
-marked FAIL when another worker starts.
+WAITING: COMPLETE, PRUNED, FAIL and RUNNING).
+
+A trial whose process ended before it did (Ctrl-C, SIGTERM, a killed worker) stays RUNNING until the study is
+continued: the next command or worker on the study finds its worker's lock free, takes it over and resumes the
+trial in its own run folder (from its last checkpoint), before any new trial. One whose run folder is not in this
+sweep folder is marked FAIL.
 """
 
 from __future__ import annotations
@@ -155,13 +159,26 @@ class AecliOptunaSweeper(Sweeper):
         fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return path
 
-    def fail_orphans(self, study: optuna.Study) -> None:
+    def adopt_orphans(self, study: optuna.Study) -> list[optuna.Trial]:
+        """The RUNNING trials whose worker ended without telling the study (stopped by a signal, killed): their
+        worker's lock is free. This process takes over that lock (so no other worker adopts them too) and resumes
+        each in its own run folder; one whose folder is not on this machine is marked FAIL."""
+        adopted = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             lock = t.user_attrs.get("aecli_worker")
-            if lock and Path(lock).is_file() and not search.lock_is_held(Path(lock)):
+            held = search.take_lock(Path(lock)) if lock else None
+            if held is None:
+                continue  # its worker is alive (or on another machine, with its lock file)
+            self._adopted.append(held)
+            folder = self.sweep_dir / str(t.number)
+            if t.user_attrs.get("aecli_run") == str(folder) and folder.is_dir():
+                log.info(f"trial {t.number} was stopped before it ended: it continues in its run folder {folder}")
+                adopted.append(optuna.Trial(study, t._trial_id))
+            else:
                 study.tell(t.number, state=TrialState.FAIL)
-                log.warning(f"trial {t.number} was left running by a worker that ended without saying how it ended "
-                            f"(killed): marked failed")
+                log.warning(f"trial {t.number} was left running by a process that ended, and its run folder "
+                            f"{t.user_attrs.get('aecli_run')} is not {folder}: marked failed")
+        return adopted
 
     def claim(self, study: optuna.Study) -> optuna.Trial | None:
         """The next trial, or None when a worker finds the study full (n_trials started): a trial numbered past
@@ -181,7 +198,9 @@ class AecliOptunaSweeper(Sweeper):
         study = self.open_study(self.make_sampler(space))
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         worker_lock = self.hold_worker_lock()
-        self.fail_orphans(study)
+        self._adopted: list = []
+        for trial in self.adopt_orphans(study):  # before new trials: a continued study finishes the stopped ones
+            self.run_trials(study, [trial], space, fixed, worker_lock)
         log.info(f"study {self.study_name} ({len(study.trials)} trials so far) in "
                  f"{self.storage_url or 'memory'}; {'worker: until it holds' if self.worker else 'running'} "
                  f"{self.n_trials} trials into {self.sweep_dir}")
@@ -210,6 +229,10 @@ class AecliOptunaSweeper(Sweeper):
         overrides = []
         for trial in trials:
             folder = self.sweep_dir / str(trial.number)
+            if trial.params:  # a stopped trial, adopted: its folder and values are its own
+                overrides.append(tuple(f"{k}={v}" for k, v in {**trial.params, **fixed}.items()))
+                trial.set_user_attr("aecli_worker", str(worker_lock))
+                continue
             try:
                 folder.mkdir()  # exclusively: a trial never writes into a folder it did not create
             except FileExistsError:
@@ -223,23 +246,18 @@ class AecliOptunaSweeper(Sweeper):
             trial.set_user_attr("aecli_worker", str(worker_lock))
             values = {name: suggest(trial, name, dist) for name, dist in space.items()}
             overrides.append(tuple(f"{k}={v}" for k, v in {**values, **fixed}.items()))
-        told: set[int] = set()
-        try:
-            returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-            failed = 0
-            for trial, ret in zip(trials, returns):
-                state, values = self.outcome(ret, self.sweep_dir / str(trial.number))
-                failed += state == TrialState.FAIL
-                try:
-                    study.tell(trial, state=state, values=values)
-                except RuntimeError as e:  # the grid sampler asks to stop once every point is taken
-                    log.debug(f"tell: {e}")
-                told.add(trial.number)
-            return failed
-        finally:  # Ctrl-C, SIGTERM: the trials that did not end are marked failed, not left RUNNING
-            for trial in trials:
-                if trial.number not in told:
-                    study.tell(trial, state=TrialState.FAIL)
+        # a signal (Ctrl-C, SIGTERM) ends this process here: its trials stay RUNNING with this worker's lock, which
+        # dies with it; continuing the study resumes them in their folders (adopt_orphans)
+        returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
+        failed = 0
+        for trial, ret in zip(trials, returns):
+            state, values = self.outcome(ret, self.sweep_dir / str(trial.number))
+            failed += state == TrialState.FAIL
+            try:
+                study.tell(trial, state=state, values=values)
+            except RuntimeError as e:  # the grid sampler asks to stop once every point is taken
+                log.debug(f"tell: {e}")
+        return failed
 
     def outcome(self, ret, folder: Path) -> tuple[TrialState, list[float] | None]:
         from aecli.job import read_status
