@@ -97,6 +97,23 @@ def test_the_search_space_is_read_from_hydra_overrides():
 
 # -- end to end ---------------------------------------------------------------------------------------
 @pytest.mark.slow
+def test_an_optuna_search_stopped_and_continued_on_its_storage_proposes_new_trials(tmp_path, data_root):
+    """Two commands on one sqlite storage make one study of two different trials: the continued search neither fails nor draws the first trial's values again."""
+    import optuna
+
+    db = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={db}", *smallest(data_root)]
+    for attempt in ("first", "again"):
+        (tmp_path / attempt).mkdir()
+        proc = run_cli("train", *args, f"hydra.sweep.dir={tmp_path / attempt / 'sweep'}", cwd=tmp_path / attempt)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = optuna.load_study(study_name="aecli", storage=db).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"] and trials[0].params != trials[1].params
+    hc = compose_with("hparams_search=optuna", "seed=7", f"hydra.sweeper.storage={db}", hydra=True).hydra
+    assert hc.sweeper.sampler.seed == 9  # the seed, plus the trials the study holds
+
+
+@pytest.mark.slow
 def test_a_study_stopped_by_a_signal_and_continued_on_its_storage_runs_new_trials(tmp_path, data_root):
     """The first command is stopped during its first trial. The same command again resumes that trial in its own
     folder (from its checkpoint: the trial is not left RUNNING), then continues the study with new trials (new
