@@ -149,6 +149,19 @@ class AecliOptunaSweeper(Sweeper):
             search.STUDIES[self.study_name] = study  # the jobs of this process report to it (pruning)
         return study
 
+    def refuse_other_runs(self, study: optuna.Study) -> None:
+        """A sweep folder whose job folders were not made by this study's trials (an earlier search kept in
+        memory, another study, a grid) is refused before anything runs: its trials would be numbered into them."""
+        folders = [p.name for p in self.sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]  # before the count
+        n = len(study.trials)
+        taken = sorted(int(name) for name in folders if int(name) >= n)
+        if taken:
+            raise AecliError(f"hydra.sweep.dir={self.sweep_dir} holds run folders ({', '.join(map(str, taken[:3]))}"
+                             f"{', ...' if len(taken) > 3 else ''}) that are not trials of study {self.study_name} "
+                             f"({self.storage_url or 'kept in memory'}, {n} trials), and a search never writes "
+                             f"into a folder it did not create: give a new hydra.sweep.dir, or the storage of the "
+                             f"study that made them (hydra.sweeper.storage=...)")
+
     def hold_worker_lock(self) -> Path:
         """This process's lock in the sweep folder, held for its life: a RUNNING trial whose worker's lock is free
         was left by a worker that died."""
@@ -164,12 +177,15 @@ class AecliOptunaSweeper(Sweeper):
         worker's lock is free. This process takes over that lock (so no other worker adopts them too) and resumes
         each in its own run folder; one whose folder is not on this machine is marked FAIL."""
         adopted = []
+        taken: dict[str, object] = {}  # the dead workers' locks this process now holds (one may have left several)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             lock = t.user_attrs.get("aecli_worker")
-            held = search.take_lock(Path(lock)) if lock else None
-            if held is None:
+            if lock and lock not in taken:
+                held = search.take_lock(Path(lock))
+                if held is not None:
+                    taken[lock] = held
+            if lock not in taken:
                 continue  # its worker is alive (or on another machine, with its lock file)
-            self._adopted.append(held)
             folder = self.sweep_dir / str(t.number)
             if t.user_attrs.get("aecli_run") == str(folder) and folder.is_dir():
                 log.info(f"trial {t.number} was stopped before it ended: it continues in its run folder {folder}")
@@ -178,6 +194,7 @@ class AecliOptunaSweeper(Sweeper):
                 study.tell(t.number, state=TrialState.FAIL)
                 log.warning(f"trial {t.number} was left running by a process that ended, and its run folder "
                             f"{t.user_attrs.get('aecli_run')} is not {folder}: marked failed")
+        self._adopted_locks = list(taken.values())  # held for this process's life
         return adopted
 
     def claim(self, study: optuna.Study) -> optuna.Trial | None:
@@ -197,8 +214,8 @@ class AecliOptunaSweeper(Sweeper):
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         study = self.open_study(self.make_sampler(space))
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.refuse_other_runs(study)
         worker_lock = self.hold_worker_lock()
-        self._adopted: list = []
         for trial in self.adopt_orphans(study):  # before new trials: a continued study finishes the stopped ones
             self.run_trials(study, [trial], space, fixed, worker_lock)
         log.info(f"study {self.study_name} ({len(study.trials)} trials so far) in "
@@ -261,7 +278,6 @@ class AecliOptunaSweeper(Sweeper):
 
     def outcome(self, ret, folder: Path) -> tuple[TrialState, list[float] | None]:
         from aecli.job import read_status
-        from aecli.sweep import summarize
 
         status = read_status(folder).get("status")
         if status == "pruned":
@@ -269,8 +285,7 @@ class AecliOptunaSweeper(Sweeper):
         if ret.status != JobStatus.COMPLETED or status != "ok":
             return TrialState.FAIL, None
         if self.objectives:
-            row = summarize(folder, folder.name)
-            values = [row.get(metric) for metric in self.objectives]
+            values = objective_values(folder, self.objectives)
         else:
             values = [ret.return_value]
         if any(not isinstance(v, (int, float)) for v in values):
@@ -292,6 +307,21 @@ class AecliOptunaSweeper(Sweeper):
             log.info(f"Pareto front ({', '.join(self.objectives)}): runs "
                      f"{', '.join(str(t.number) for t in study.best_trials)}")
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / search.RESULTS)
+
+
+def objective_values(run_dir: Path, metrics: list[str]) -> list[float | None]:
+    """Each metric of a finished run: a metrics.csv column in the best checkpoint's epoch (the lowest val_loss, as
+    the trainer keeps best.pt), or a test_ metric of the evaluation of best.pt (eval.json)."""
+    import csv
+
+    from aecli.rundir import METRICS
+    from aecli.sweep import _float, eval_metrics
+
+    with open(run_dir / METRICS, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if _float(r.get("val_loss")) is not None]
+    best = min(rows, key=lambda r: _float(r["val_loss"])) if rows else {}
+    tests = eval_metrics(run_dir)
+    return [tests.get(m) if m.startswith("test_") else _float(best.get(m)) for m in metrics]
 
 
 def consecutive(trials: list[optuna.Trial]) -> list[list[optuna.Trial]]:
