@@ -131,12 +131,16 @@ def take_lock(path: Path):
 
 
 def lock_is_held(path: Path) -> bool:
-    """Whether another process holds an OS lock on the existing file `path`."""
+    """Whether another process holds an OS lock on the existing file `path` (whose holder writes its pid there:
+    a lock of this process's own, such as the run folders of its in-process jobs, does not count)."""
     f = take_lock(path)
-    if f is None:
-        return Path(path).is_file()
-    f.close()  # releases the lock taken here
-    return False
+    if f is not None:
+        f.close()  # releases the lock taken here
+        return False
+    try:
+        return Path(path).read_text().strip() != str(os.getpid())
+    except OSError:
+        return False
 
 
 def pareto_runs(sweep_dir: Path) -> list[str] | None:

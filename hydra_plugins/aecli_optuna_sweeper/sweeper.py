@@ -170,6 +170,9 @@ class AecliOptunaSweeper(Sweeper):
         path = folder / f"{socket.gethostname()}-{os.getpid()}.lock"
         self._lock_file = open(path, "a+")
         fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock_file.truncate(0)
+        self._lock_file.write(f"{os.getpid()}\n")
+        self._lock_file.flush()
         return path
 
     def adopt_orphans(self, study: optuna.Study) -> list[optuna.Trial]:
