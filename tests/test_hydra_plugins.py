@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir
 
 import aecli.sweep  # noqa: F401  (the resolvers conf/hparams_search/optuna.yaml uses)
 from aecli.cli import config_dir
+from aecli.rundir import METRICS, STATUS, SUMMARY, TRAIN_LOG
 from conftest import run_cli, tiny_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +125,7 @@ def test_a_study_stopped_by_a_signal_and_continued_on_its_storage_runs_new_trial
             f"hydra.sweep.dir={sweep}", *smallest(data_root, epochs=2)]
     stopped = run_cli(*args, cwd=tmp_path, env={"AECLI_STOP_AT_STEP": "2"})
     assert stopped.returncode not in (0, 1), stopped.stderr[-2000:]
-    assert '"status": "interrupted"' in (sweep / "0" / "status.json").read_text()
+    assert '"status": "interrupted"' in (sweep / "0" / STATUS).read_text()
     overrides = (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes()
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -132,10 +133,10 @@ def test_a_study_stopped_by_a_signal_and_continued_on_its_storage_runs_new_trial
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "COMPLETE"]
     assert trials[1].params != trials[2].params != trials[0].params
     assert {p.name for p in sweep.iterdir() if p.name.isdigit()} == {"0", "1", "2"}
-    assert "resuming" in (sweep / "0" / "train.log").read_text()  # from the checkpoint the signal left
+    assert "resuming" in (sweep / "0" / TRAIN_LOG).read_text()  # from the checkpoint the signal left
     assert (sweep / "0" / ".hydra" / "overrides.yaml").read_bytes() == overrides
-    assert [int(r["epoch"]) for r in read_csv(sweep / "0" / "metrics.csv")] == [1, 2]
-    rows = read_csv(sweep / "0" / "metrics.csv")
+    assert [int(r["epoch"]) for r in read_csv(sweep / "0" / METRICS)] == [1, 2]
+    rows = read_csv(sweep / "0" / METRICS)
     best = min(rows, key=lambda r: float(r["val_loss"]))
     assert trials[0].value == pytest.approx(float(best["val_recon"]))  # what the resumed run reached
 
@@ -156,7 +157,7 @@ def test_the_same_study_continued_into_its_sweep_folder_leaves_the_first_runs_as
     after = fingerprints(sweep)
     assert {k: after.get(k) for k in before} == before
     assert states(db) == ["COMPLETE"] * 12
-    rows = read_csv(sweep / "summary.csv")
+    rows = read_csv(sweep / SUMMARY)
     assert [r["run"] for r in rows] == [str(n) for n in range(12)] and {r["status"] for r in rows} == {"ok"}
     overrides = [r["overrides"] for r in rows]
     assert len(set(overrides)) == 12  # each run its own trial's values
@@ -180,9 +181,9 @@ def test_a_median_pruner_stops_trials_that_fall_behind_and_the_sweep_exits_0(tmp
     for t in pruned:
         assert t.params["lr"] == 0.000001  # the trials that fell behind
         folder = sweep / str(t.number)
-        assert '"status": "pruned"' in (folder / "status.json").read_text()
-        assert len(read_csv(folder / "metrics.csv")) < 3  # stopped before its last epoch
-    rows = {r["run"]: r["status"] for r in read_csv(sweep / "summary.csv")}
+        assert '"status": "pruned"' in (folder / STATUS).read_text()
+        assert len(read_csv(folder / METRICS)) < 3  # stopped before its last epoch
+    rows = {r["run"]: r["status"] for r in read_csv(sweep / SUMMARY)}
     assert {rows[str(t.number)] for t in pruned} == {"pruned"}
 
 
@@ -211,7 +212,7 @@ def test_two_workers_share_one_study_and_a_third_finds_it_done(tmp_path, data_ro
     assert len({tuple(sorted(t.params.items())) for t in done}) == 6
     assert len({t.user_attrs["aecli_run"] for t in done}) == 6
     for t in done:
-        assert (sweep / str(t.number) / "metrics.csv").is_file()
+        assert (sweep / str(t.number) / METRICS).is_file()
     ran = [re.findall(r"^\[job (\d+)\] epoch 1/1", out, re.M) for out, _ in outputs]
     assert sorted(int(n) for r in ran for n in r) == list(range(6))  # each trial ran once, by one worker
     third = run_cli(*args, cwd=tmp_path)
@@ -227,7 +228,7 @@ def test_a_worker_killed_during_a_trial_leaves_it_to_the_next_worker_which_resum
             "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}",
             *smallest(data_root, epochs=20, **{"trainer.images_every": 100})]
     first = worker(args, tmp_path)
-    metrics = sweep / "0" / "metrics.csv"
+    metrics = sweep / "0" / METRICS
     for _ in range(600):
         if metrics.is_file() and len(read_csv(metrics)) >= 2:
             break
@@ -238,7 +239,7 @@ def test_a_worker_killed_during_a_trial_leaves_it_to_the_next_worker_which_resum
     second = run_cli(*args, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert states(str(journal)) == ["COMPLETE"]  # the same trial, finished; no new one
-    assert "resuming" in (sweep / "0" / "train.log").read_text()
+    assert "resuming" in (sweep / "0" / TRAIN_LOG).read_text()
     assert [int(r["epoch"]) for r in read_csv(metrics)] == list(range(1, 21))
 
 
@@ -249,7 +250,7 @@ def test_a_study_of_two_objectives_writes_its_pareto_front_into_the_summary(tmp_
                    "hydra.sweeper.objectives=[val_recon,test_probe_acc]", f"hydra.sweep.dir={sweep}",
                    *smallest(data_root, **{"eval.at_end": "true", "eval.test_images": 500, "eval.probe_train_images": 500, "eval.pictures": "false"}), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = read_csv(sweep / "summary.csv")
+    rows = read_csv(sweep / SUMMARY)
     assert len(rows) == 4 and "pareto" in rows[0]
     points = {r["run"]: (float(r["val_recon"]), float(r["test_probe_acc"])) for r in rows}
 
