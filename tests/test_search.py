@@ -3,7 +3,6 @@ its trials."""
 
 from __future__ import annotations
 
-import fcntl
 import sqlite3
 
 import optuna
