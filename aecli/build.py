@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from aecli.cores import threads_for
 from aecli.config import build_dataset, build_model, resolve_device
 from aecli.data import Batcher, Data
 from aecli.errors import AecliError
@@ -57,8 +58,9 @@ def build_parts(cfg: DictConfig, run_dir: Path, multirun: bool = False, data: Da
     caller has it."""
     device = resolve_device(cfg.device.type)
     precision = set_matmul_precision(cfg.trainer.get("matmul_precision", "auto"), device)
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(int(cfg.trainer.num_threads))
+    threads = threads_for(cfg.trainer.num_threads)  # null | N | auto (aecli/cores.py)
+    if threads:
+        torch.set_num_threads(threads)
     mode = cfg.trainer.progress
     bar = mode == "bar" or (mode == "auto" and interactive() and not multirun)
     data = data if data is not None else build_dataset(cfg).load(device)

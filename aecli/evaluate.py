@@ -365,9 +365,11 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
     cfg = ckpt["config"]
     s = eval_settings(cfg.get("eval"), iw_samples=iw_samples, protocol=protocol)
     seed = cfg.get("seed", 0) if seed is None else seed
-    threads = (cfg.get("trainer") or {}).get("num_threads")
+    from aecli.cores import threads_for  # optuna-wiring: num_threads may be auto
+
+    threads = threads_for((cfg.get("trainer") or {}).get("num_threads"))
     if threads:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
     data = data if data is not None else load_run_data(ckpt, resolve_device(device))
     results, codes = evaluate(model, data, s, seed)
     if s.pictures:

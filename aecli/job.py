@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aecli.errors import AecliError, exit_with
+from aecli.errors import AecliError, Pruned, exit_with  # optuna-wiring: Pruned
 from aecli.paths import aecli_command
 
 log = logging.getLogger("aecli")
@@ -126,7 +126,8 @@ def protect_run_folders(args: list[str]) -> list[str]:
                           f"{key}, or continue it with {aecli_command()} train resume={folder}")
 
         refuse_a_taken_folder()  # before anything (the lock file) is written there
-        lock_folder(folder, "sweep folder" if multirun else "run folder")
+        if str(_arg(args, "hydra.sweeper.worker")).lower() != "true":  # optuna-wiring: workers share the folder
+            lock_folder(folder, "sweep folder" if multirun else "run folder")
         refuse_a_taken_folder()  # it may have trained while we waited for the lock
         if multirun and any(p.is_dir() and p.name.isdigit() for p in folder.iterdir()):
             log.info(f"continuing the sweep in {folder}: jobs that ended ok are kept, interrupted ones resume")
@@ -212,6 +213,11 @@ def run_training(cfg, run_dir: Path, multirun: bool = False, overrides: list[str
     else:
         check_new_run_dir(run_dir)
         trainer = Trainer(cfg, run_dir, multirun=multirun, stop_at_step=stop_at_step)
+    from aecli.search import epoch_hook  # optuna-wiring: a trial of a search with a pruner reports every epoch
+
+    hook = epoch_hook(trainer.cfg)
+    if hook is not None:
+        trainer.epoch_hooks.append(hook)
     best = trainer.fit()
     final = {"best_val_loss": best}
     summary = ""
@@ -286,6 +292,12 @@ def run_job(cfg) -> float | None:
                                stop_at_step=int(os.environ.get(STOP_AT_STEP) or 0))
     except Exception as e:
         known = isinstance(e, AecliError)
+        if isinstance(e, Pruned):  # optuna-wiring: stopped by the search's pruner: not a failure (exit 4 alone)
+            write_status(run_dir, "pruned", time.perf_counter() - start, str(e))
+            log.info(str(e))
+            if not multirun:
+                exit_with(str(e), e.exit_code)
+            return None
         if isinstance(e, Interrupted):  # Ctrl-C, SIGTERM or SIGUSR1 stops a sweep too, with the signal's code
             write_status(run_dir, "interrupted", time.perf_counter() - start, str(e), stage=e.stage)
             exit_with(str(e), e.exit_code)
@@ -337,6 +349,11 @@ def thread_share(launcher: Any) -> int | None:
 def share_cores(cfg, launcher: Any) -> None:
     """In a sweep, give this job its share of the cores as trainer.num_threads (unless that is set)."""
     threads = thread_share(launcher)
+    if str(cfg.trainer.num_threads) == "auto":  # optuna-wiring: the free cores, at most this job's share
+        from aecli.cores import threads_for
+
+        cfg.trainer.num_threads = threads_for("auto", share=threads)
+        log.info(f"torch threads: {cfg.trainer.num_threads} (trainer.num_threads=auto: the free cores)")
     if threads and cfg.trainer.num_threads is None:
         cfg.trainer.num_threads = threads
         log.info(f"torch threads: {threads}, this job's share of the {available_cores()} cores "

@@ -28,6 +28,8 @@ from omegaconf import OmegaConf
 
 from aecli.errors import AecliError
 from aecli.metric_names import direction
+from aecli.rundir import LOCK  # optuna-wiring
+from aecli.search import lock_is_held, pareto_runs, study_seed  # optuna-wiring: study_seed lives in aecli/search.py
 from aecli.loggers import flatten
 
 STATUS_FILE = "status.json"  # written by aecli/job.py when a run ends
@@ -145,25 +147,6 @@ def write_csv(rows: list[dict], path: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def study_seed(seed: int, storage: str | None, study_name: str) -> int:
-    """The sampler's seed for an Optuna search: `seed`, plus the number of trials the study already holds when it
-    is continued from a storage. A continued search then proposes new trials (the same seed would draw the first
-    trials' values again), and the same command on the same storage still proposes the same ones."""
-    if not storage:
-        return int(seed)
-    os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")  # optuna 2.10 on SQLAlchemy 1.4: nothing to act on
-    import optuna
-
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:  # no such study yet: this search creates it
-        return int(seed)
-    except Exception as e:  # an unreadable storage: Optuna says it in one line when the sweeper opens it
-        log.debug(f"cannot read the Optuna storage {storage}: {e}")
-        return int(seed)
-    return int(seed) + len(study.trials)
 
 
 # conf/hparams_search/optuna.yaml: `direction: ${aecli_direction:${optimized_metric}}`,
@@ -300,14 +283,21 @@ class SweepSummary(Callback):
         # every job of a finished sweep has ended: a job without status.json died before it could say so
         rows = collect([sweep_dir], missing_status="failed")
         failures = attempt_failures(sweep_dir)
+        front = pareto_runs(sweep_dir)  # optuna-wiring: a multi-objective study's Pareto front
         for row in rows:
             if row["run"] in failures:
                 row.update(failures[row["run"]])
+            if row["status"] == "failed" and lock_is_held(sweep_dir / row["run"] / LOCK):  # optuna-wiring
+                row["status"] = "running"  # another worker's trial, still training
+            if front is not None:  # optuna-wiring
+                row["pareto"] = row["run"] in front
         write_csv(rows, sweep_dir / SUMMARY_FILE)
-        failed = sum(r["status"] != "ok" for r in rows)
+        failed = sum(r["status"] not in ("ok", "pruned", "running") for r in rows)  # optuna-wiring: pruned, running
         LAST_SWEEP.update(dir=str(sweep_dir), jobs=len(rows), failed=failed)
         print_table(rows, f"sweep {sweep_dir}: {len(rows)} jobs" + (f", {failed} failed" if failed else ""))
         print(f"summary: {sweep_dir / SUMMARY_FILE}")
+        if front is not None:  # optuna-wiring
+            print(f"Pareto front: runs {', '.join(front) or 'none'}")
         if config.get("report", True):  # the page of the whole sweep (aecli/report.py); report=false skips it
             from aecli.report import report_command
 

@@ -57,7 +57,8 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, multirun: bool = False, data: Data | None = None,
                  stop_at_step: int = 0, epoch_hooks: list[Callable[[dict], None]] = ()):
         validate(cfg)
-        self.cfg, self.run_dir, self.stop_at_step, self.epoch_hooks = cfg, Path(run_dir), stop_at_step, epoch_hooks
+        self.cfg, self.run_dir, self.stop_at_step = cfg, Path(run_dir), stop_at_step
+        self.epoch_hooks = list(epoch_hooks)
         self.parts = p = build_parts(cfg, self.run_dir, multirun, data)
         self.device, self.data, self.model, self.optimizers, self.batcher = p.device, p.data, p.model, p.optimizers, \
             p.batcher

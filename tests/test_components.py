@@ -212,6 +212,7 @@ LAYERS = [  # a module may import aecli modules of its own layer or below, never
     {"job", "sweep", "report"},
     {"cli", "api", "preflight", "hydra_glue"},
 ]
+LAYERS[0] |= {"cores", "search", "rundir"}  # the Optuna search's modules (and the run folder's names they use)
 
 
 def layer(module: str) -> int:

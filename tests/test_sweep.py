@@ -181,29 +181,6 @@ def test_optuna_runs_the_requested_trials(search):
     assert result.best_value == pytest.approx(min(float(r["val_recon"]) for r in rows), rel=1e-6)
 
 
-def test_optuna_search_is_seeded_and_minimizes():
-    hc = compose_with("hparams_search=optuna", "seed=7", hydra=True).hydra
-    assert hc.sweeper.sampler.seed == 7 and hc.sweeper.direction == "minimize" and hc.mode.name == "MULTIRUN"
-    assert set(hc.sweeper.params) == {"lr", "lambda", "latent_dim"}
-
-
-def test_an_optuna_search_stopped_and_continued_on_its_storage_proposes_new_trials(tmp_path, data_root):
-    """Two commands on one sqlite storage (SQLAlchemy 1.4: 2.x fails optuna 2.10's schema check) make one study of
-    two different trials: the continued search neither fails nor draws the first trial's values again."""
-    import optuna
-
-    db = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={db}", *smallest(data_root)]
-    for attempt in ("first", "again"):
-        (tmp_path / attempt).mkdir()
-        proc = run_cli("train", *args, f"hydra.sweep.dir={tmp_path / attempt / 'sweep'}", cwd=tmp_path / attempt)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    trials = optuna.load_study(study_name="aecli", storage=db).trials
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"] and trials[0].params != trials[1].params
-    hc = compose_with("hparams_search=optuna", "seed=7", f"hydra.sweeper.storage={db}", hydra=True).hydra
-    assert hc.sweeper.sampler.seed == 9  # the seed, plus the trials the study holds
-
-
 def test_joblib_runs_jobs_side_by_side_with_a_share_of_the_cores(search):
     out, rows, stdout = search
     share = max(1, job.available_cores() // 2)
