@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from aecli.errors import AecliError
+from aecli.rundir import RunDir
 
 
 def save_atomic(obj: dict, *paths: Path) -> None:
@@ -74,9 +75,9 @@ def find_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
         return run
     if not run.exists():
         raise AecliError(f"run {run} does not exist: give a run folder (outputs/...) or a checkpoint file")
-    path = run / "checkpoints" / f"{which}.pt"
+    path = RunDir(run).checkpoint(which)
     if not path.is_file():
-        raise AecliError(f"{run} has no checkpoints/{which}.pt: is it an aecli run folder?")
+        raise AecliError(f"{run} has no {path.relative_to(run)}: is it an aecli run folder?")
     return path
 
 

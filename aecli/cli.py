@@ -274,7 +274,7 @@ def train_main(args: list[str]) -> None:
         fail(f"the run could not start: {one_line(e)}{hint}")
     if LAST_SWEEP.get("failed"):  # scripts and CI notice a sweep with failed jobs
         fail(f"{LAST_SWEEP['failed']} of {LAST_SWEEP['jobs']} jobs failed (their errors are in the table above and "
-             f"in {Path(LAST_SWEEP['dir']) / 'summary.csv'}); run the same command with "
+             f"in {LAST_SWEEP['summary']}); run the same command with "
              f"hydra.sweep.dir={LAST_SWEEP['dir']} to finish the sweep", 1)
 
 
