@@ -220,6 +220,18 @@ def _width(rows: list[dict], column: str) -> int:
     return min(max([len(column), *map(len, shown)]), 40)
 
 
+def wrap_path(label: str, width: int) -> str:
+    """A run folder's label in lines of at most `width` characters, broken only after a `/`."""
+    lines = [""]
+    parts = label.split("/")
+    for i, part in enumerate(parts):
+        piece = part + ("/" if i < len(parts) - 1 else "")
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
+
+
 def skipped_note(rows: list[dict]) -> str | None:
     """One line naming the metrics eval skipped (eval.json's `skipped`) and why, for the runs it skipped them in."""
     reasons: dict[str, list[str]] = {}
@@ -251,18 +263,21 @@ def print_table(rows: list[dict], title: str, chosen: list[str] | None = None, s
     if skipped:
         notes.append(skipped)
     table = Table(title=escape(title), caption=escape("\n".join(notes)) if notes else None, caption_justify="left")
-    longest_run = max(len(r["run"]) for r in rows)
+    longest_word = max((len(w) for o in shown for w in o.split()), default=0)
+    run_width = max(min(max(len(r["run"]) for r in rows), width - 54),
+                    max(len(part) + 1 for r in rows for part in r["run"].split("/")), len("run"))
     for c in cols:
         header = metrics.pop() if c == "optimized" and len(metrics) == 1 else c.removeprefix("test_")
-        if c == "run":
-            table.add_column(header, justify="left", no_wrap=True, min_width=min(longest_run, width // 2),
-                             overflow="ellipsis")
-        elif c in ("overrides", "data", "status"):
-            table.add_column(header, justify="left", overflow="fold", max_width=40)
+        if c == "run":  # a folder is broken after a /, never mid-name (`wrap_path`)
+            table.add_column(header, no_wrap=True, min_width=run_width, max_width=run_width, overflow="ellipsis")
+        elif c == "overrides":  # wraps between overrides
+            table.add_column(header, overflow="fold", min_width=min(longest_word, 24), max_width=40)
         else:
-            table.add_column(header, justify="right", overflow="fold", max_width=40)
+            table.add_column(header, justify="left" if c in ("data", "status") else "right", no_wrap=True,
+                             overflow="ellipsis", max_width=40)
     for row, overrides in zip(rows, shown):
-        table.add_row(*(escape(overrides if c == "overrides" else cell(c, row.get(c))) for c in cols),
+        shown_cells = {"overrides": overrides, "run": wrap_path(row["run"], run_width)}
+        table.add_row(*(escape(shown_cells.get(c) or cell(c, row.get(c))) for c in cols),
                       style="red" if row["status"] not in NOT_FAILED else None)
     console = Console(width=width, highlight=False)
     console.print(table)
