@@ -6,8 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
+import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -263,3 +268,35 @@ def test_a_sweep_folder_of_another_sweep_is_refused_job_by_job(tmp_path, data_ro
     _, rows, said = multirun(tmp_path, *smallest(data_root), "latent_dim=5,6", expect=1)
     assert "latent_dim=5 differs from the checkpoint's latent_dim=2" in said
     assert (out / "0" / "status.json").read_text() == status  # the earlier sweep's record is untouched
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_whose_output_pipe_is_gone(tmp_path, data_root):
+    """`aecli train -m ... 2>&1 | tee log` and Ctrl-C: tee dies of the same SIGINT, so every later write fails. The
+    sweep still stops at once: job 0 is marked interrupted, jobs 1 and 2 never start, the summary of what ran is
+    written, and the exit code is the signal's (jobs 1 and 2 ran to completion invisibly, with no summary)."""
+    out = tmp_path / "sweep"
+    exe = shutil.which("aecli")
+    cmd = [exe] if exe else [sys.executable, "-m", "aecli.cli"]
+    proc = subprocess.Popen([*cmd, "train", "-m", *smallest(data_root, epochs=500), "latent_dim=2,3,4",
+                             f"hydra.sweep.dir={out}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "0" / "metrics.csv").is_file():  # job 0 is training
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep did not start"
+            time.sleep(0.1)
+        proc.stdout.close()  # the reader of the pipe (tee) is gone
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C goes to the whole process group
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert code == 130
+    assert json.loads((out / "0" / "status.json").read_text())["status"] == "interrupted"
+    assert not (out / "1").exists() and not (out / "2").exists()
+    rows = read_csv(out / "summary.csv")
+    assert [(r["run"], r["status"]) for r in rows] == [("0", "interrupted")]
+    assert (out / "report.html").is_file()
