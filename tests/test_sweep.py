@@ -300,3 +300,18 @@ def test_ctrl_c_stops_a_sweep_whose_output_pipe_is_gone(tmp_path, data_root):
     rows = read_csv(out / "summary.csv")
     assert [(r["run"], r["status"]) for r in rows] == [("0", "interrupted")]
     assert (out / "report.html").is_file()
+
+
+def test_the_sweep_table_is_best_first_and_the_summary_in_job_order(tmp_path, capsys, monkeypatch):
+    """docs/sweeps.md: the table at the end of a sweep is sorted by the optimized metric (it was in job order);
+    summary.csv keeps the job order."""
+    from aecli.sweep import summarize_sweep
+    from test_runtable import make_run
+
+    monkeypatch.setenv("COLUMNS", "120")
+    for job_num, val in enumerate((90.0, 70.0, 80.0)):
+        make_run(tmp_path / str(job_num), [f"lambda={job_num}"], [val])
+    summarize_sweep(tmp_path, report=False)
+    table = [line.split("│")[1].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    assert [run for run in table if run] == ["1", "2", "0"]
+    assert [r["run"] for r in read_csv(tmp_path / "summary.csv")] == ["0", "1", "2"]
