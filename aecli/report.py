@@ -138,7 +138,7 @@ def header(column: str, metrics: set) -> str:
     if column == "optimized" and len(metrics) == 1:
         metric = next(iter(metrics))
         return f"optimized ({metric}, {'higher' if direction(metric) == 'maximize' else 'lower'} is better)"
-    return column
+    return column.removeprefix("test_")  # the test metrics, as the console table names them
 
 
 # -- plots --------------------------------------------------------------------------------------------
