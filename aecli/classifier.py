@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aecli.checkpoint import save_atomic
+from aecli.rundir import EVAL
 
 log = logging.getLogger("aecli")
 
@@ -177,7 +178,7 @@ def train_to_target(data, device: torch.device, target: float | None) -> tuple[C
             break
     if target is not None and val_acc < target:
         log.warning(f"the {data.name} cnn classifier reached {val_acc:.4f} on the validation split after {epoch} "
-                    f"epochs, below its target {target}: the Fréchet numbers use it anyway (eval.json says its accuracy)")
+                    f"epochs, below its target {target}: the Fréchet numbers use it anyway ({EVAL} says its accuracy)")
     return net.eval(), val_acc, epoch
 
 

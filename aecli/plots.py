@@ -9,6 +9,8 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aecli.rundir import BEST
+
 if TYPE_CHECKING:
     import torch
 
@@ -109,7 +111,7 @@ def plot_losses(rows: list[dict], path: Path, title: str = "", units: str = "nat
         best = next(r for r in rows if r["epoch"] == best_epoch)
         ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1)
         ax.plot([best_epoch], [best["val_loss"]], "*", color="black", markersize=10,
-                label=f"best.pt (epoch {best_epoch})")
+                label=f"{BEST} (epoch {best_epoch})")
     epoch_axis(ax)
     set_scale(ax, "y", [r[key] for r in rows for key in ("train_loss", "val_loss", "val_recon") if key in r])
     ax.set_ylabel(units)

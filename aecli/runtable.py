@@ -23,7 +23,7 @@ from typing import Any
 from aecli.errors import AecliError
 from aecli.loggers import flatten
 from aecli.metric_names import direction
-from aecli.rundir import HYDRA, find_runs, number, read_eval, read_metrics, read_overrides, read_status, write_csv
+from aecli.rundir import HYDRA, METRICS, find_runs, number, read_eval, read_metrics, read_overrides, read_status, write_csv
 
 # the columns every row has, in table order; the test metrics (test_*) go between val_recon and seconds
 FIRST = ["run", "overrides", "optimized", "val_loss", "val_recon", "epoch"]
@@ -106,7 +106,7 @@ def labelled_runs(paths: list[Path], command: str = "runs") -> list[tuple[Path, 
                              "(outputs/multirun/DATE/TIME)")
         runs += find_runs(p)
     if not runs:
-        raise AecliError(f"{command}: no run folders (with metrics.csv or .hydra/) in {', '.join(map(str, paths))}")
+        raise AecliError(f"{command}: no run folders (with {METRICS} or {HYDRA}/) in {', '.join(map(str, paths))}")
     runs = [r.resolve() for r in runs]
     base = Path(os.path.commonpath(runs)) if len(runs) > 1 else runs[0].parent
     return [(r, str(r.relative_to(base))) for r in runs]

@@ -80,3 +80,28 @@ def test_a_run_folder_is_owned_by_one_process(tmp_path, data_root):
         rundir.unlock_folder(folder)  # released: the next run takes it
     proc = run_cli("train", *tiny_overrides(data_root), f"hydra.run.dir={folder}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def imports_of(module: str) -> set[str]:
+    """The aecli modules `module` imports, at its top or inside a function."""
+    import ast
+
+    from conftest import REPO
+
+    tree = ast.parse((REPO / (module.replace(".", "/") + ".py")).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("aecli"):
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("aecli")}
+    return found
+
+
+def test_the_run_folder_is_the_floor_and_its_views_import_downward():
+    """rundir imports nothing of aecli but the errors; the run table reads it; the report reads the table; the sweep
+    callback imports the report (report.py and sweep.py imported each other)."""
+    assert {m for m in imports_of("aecli.rundir") if m != "aecli.errors.AecliError"} == {"aecli.errors"}
+    assert not {"aecli.report", "aecli.sweep", "aecli.job"} & imports_of("aecli.runtable")
+    assert not {"aecli.sweep", "aecli.job"} & imports_of("aecli.report")
+    assert "aecli.report" in imports_of("aecli.sweep") and "aecli.sweep" not in imports_of("aecli.runtable")
