@@ -201,8 +201,8 @@ def continue_in_place(cfg, run_dir: Path, overrides: list[str]) -> float | None 
                      f"with {aecli_command()} train resume={shlex.quote(str(run_dir))}")
             return value
         if status == "ok" and (wanted <= done or stopped_early or checkpoint != run.last):
-            log.info(f"{run_dir} ended ok after {done} of epochs={wanted}: kept ({metric} {value}); resume=auto "
-                     f"extends a finished run only when epochs= grows")
+            log.info(f"{run_dir} ended ok before: kept ({metric} {value}; {done} of epochs={wanted} trained); "
+                     f"resume=auto extends a finished run only when epochs= grows")
             return value
         if status == "ok":
             log.info(f"{run_dir} ended ok after {done} epochs: extending it to epochs={wanted} (resume=auto extends "

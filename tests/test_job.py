@@ -132,5 +132,6 @@ def test_resume_auto_extends_a_finished_run_when_epochs_grew(tmp_path, data_root
     assert "extending it to epochs=2" in log
     assert [r["epoch"] for r in rundir.read_metrics(tmp_path / "run")] == ["1", "2"]
     main(["train", *over, "epochs=2", "resume=auto"])
-    assert "ended ok after 2 of epochs=2: kept" in (tmp_path / "run" / "train.log").read_text()
+    assert "ended ok before: kept (val_recon" in (tmp_path / "run" / "train.log").read_text()
+    assert "2 of epochs=2 trained" in (tmp_path / "run" / "train.log").read_text()
     assert len(rundir.read_metrics(tmp_path / "run")) == 2

@@ -258,7 +258,7 @@ def test_a_sweep_run_again_into_its_folder_finishes_it(tmp_path, data_root):
     steps = torch.load(out / "0" / "checkpoints" / "last.pt", weights_only=True)["step"]
     assert steps == 8  # 256 images in batches of 64, two epochs: the resumed job did all of them once
     _, again, said = multirun(tmp_path, *smallest(data_root, epochs=2, batch_size=64), "latent_dim=2,3,4")
-    assert [r["status"] for r in again] == ["ok", "ok", "ok"] and said.count(": kept (") == 2
+    assert [r["status"] for r in again] == ["ok", "ok", "ok"] and said.count("ended ok before: kept") == 2
     assert [r["val_loss"] for r in again[:2]] == [r["val_loss"] for r in rows]
 
 
