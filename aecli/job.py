@@ -47,7 +47,8 @@ def check_writable(folder: Path, what: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise AecliError(f"cannot write the {what} {folder}: {existing} is not a writable folder; choose another place")
+        raise AecliError(f"cannot write the {what} {folder}: {existing} is not a writable folder; choose another "
+                         "place")
 
 
 def protect_run_folders(args: list[str]) -> list[str]:
@@ -66,8 +67,8 @@ def protect_run_folders(args: list[str]) -> list[str]:
         from aecli.checkpoint import find_checkpoint
 
         if multirun:
-            raise AecliError("resume= continues one run and cannot be combined with -m: resume each run on its own, or use "
-                      "resume=auto")
+            raise AecliError("resume= continues one run and cannot be combined with -m: resume each run on its own, "
+                             "or use resume=auto")
         if _arg(args, "hydra.run.dir") is not None:
             raise AecliError("resume= continues a run in its own folder: drop hydra.run.dir=")
         path = find_checkpoint(resume, "last").resolve()
@@ -87,8 +88,8 @@ def protect_run_folders(args: list[str]) -> list[str]:
         check_writable(folder, "sweep folder" if multirun else "run folder")
         def refuse_a_taken_folder() -> None:
             if not multirun and holds_a_run(folder) and resume != "auto":
-                raise AecliError(f"{key}={folder} already holds a run: a new run never writes into it; choose another "
-                          f"{key}, or continue it with {aecli_command()} train resume={folder}")
+                raise AecliError(f"{key}={folder} already holds a run: a new run never writes into it; choose "
+                                 f"another {key}, or continue it with {aecli_command()} train resume={folder}")
 
         refuse_a_taken_folder()  # before anything (the lock file) is written there
         lock_folder(folder, "sweep folder" if multirun else "run folder")

@@ -23,7 +23,8 @@ from typing import Any
 from aecli.errors import AecliError
 from aecli.loggers import flatten
 from aecli.metric_names import direction
-from aecli.rundir import HYDRA, METRICS, find_runs, number, read_eval, read_metrics, read_overrides, read_status, write_csv
+from aecli.rundir import (HYDRA, METRICS, find_runs, number, read_eval, read_metrics, read_overrides, read_status,
+                          write_csv)
 
 # the columns every row has, in table order; the test metrics (test_*) go between val_recon and seconds
 FIRST = ["run", "overrides", "optimized", "val_loss", "val_recon", "epoch"]

@@ -50,7 +50,8 @@ for _name, _resolver in (("aecli_direction", direction), ("aecli_study_seed", st
         OmegaConf.register_new_resolver(_name, _resolver)
 
 
-# The last sweep of this process: {"dir", "jobs", "failed", "summary"}; `aecli train -m` exits non-zero when any job failed.
+# The last sweep of this process: {"dir", "jobs", "failed", "summary"}; `aecli train -m` exits non-zero when any job
+# failed.
 LAST_SWEEP: dict[str, Any] = {}
 
 

@@ -125,7 +125,8 @@ def test_resuming_a_pruned_run_says_so(tmp_path, monkeypatch, caplog):
 def test_resume_auto_extends_a_finished_run_when_epochs_grew(tmp_path, data_root, capsys):
     """One rule for resume=auto, said in the output: a finished run is extended when epochs= grew (it said "ended
     ok before: kept" and exited 0 without training), and kept when it did not."""
-    over = [*tiny_overrides(data_root, **{"data.limit": 256, "data.val_size": 128}), f"hydra.run.dir={tmp_path / 'run'}"]
+    over = [*tiny_overrides(data_root, **{"data.limit": 256, "data.val_size": 128}),
+            f"hydra.run.dir={tmp_path / 'run'}"]
     main(["train", *over])
     main(["train", *over, "epochs=2", "resume=auto"])
     log = (tmp_path / "run" / "train.log").read_text()

@@ -3,7 +3,6 @@ and the lock that gives a folder to one process."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -18,7 +18,8 @@ def make_run(folder: Path, overrides: list[str], val: list[float], status: str =
     """A run folder as a finished run leaves it: .hydra/ (overrides, the data set chosen), metrics.csv, status.json."""
     (folder / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"data": data}}}}), folder / ".hydra" / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"data": data}}}}),
+                   folder / ".hydra" / "hydra.yaml")
     rundir.write_metrics(folder, [{"epoch": i + 1, "val_loss": v + 1, "val_recon": v} for i, v in enumerate(val)])
     rundir.write_status(folder, status, 1.0, optimized={"val_recon": min(val)})
     if evaluation is not None:
@@ -90,8 +91,9 @@ def test_run_folders_are_never_broken_mid_name_at_80_columns(tmp_path, capsys, m
     monkeypatch.setenv("COLUMNS", "80")
     names = ["lambda_search_cae/2026-12-06/20-18-49-123456/10", "2026-12-07/09-01-02-654321"]
     for i, name in enumerate(names):
-        make_run(tmp_path / name, [f"lambda={i}", ["model=vae", "model=ae"][i], f"lr=0.00{i + 1}", f"latent_dim={16 * (i + 1)}",
-                                   ["net.hidden=[512,256]", "net.hidden=[64]"][i], f"model.kl_warmup_epochs={5 * i}"],
+        make_run(tmp_path / name, [f"lambda={i}", ["model=vae", "model=ae"][i], f"lr=0.00{i + 1}",
+                                   f"latent_dim={16 * (i + 1)}", ["net.hidden=[512,256]", "net.hidden=[64]"][i],
+                                   f"model.kl_warmup_epochs={5 * i}"],
                  [5.0 - i],
                  evaluation={"recon_bce": 90.0 + i, "probe_acc": 0.8, "knn_acc": 0.7, "iw_bound": -95.0})
     runtable.runs_command([str(tmp_path)])

@@ -19,7 +19,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from aecli import job, runtable, sweep  # noqa: F401  (sweep registers the resolvers conf/hparams_search uses)
+from aecli import job, runtable, sweep  # noqa: F401  (sweep: the resolvers conf/hparams_search uses)
 from aecli.cli import config_dir
 from aecli.config import build_model
 from aecli.errors import AecliError
