@@ -31,9 +31,9 @@ from typing import Any
 from aecli.errors import AecliError
 from aecli.metric_names import direction
 from aecli.plots import epoch_axis, figure, legend, palette, png_bytes, run_colour, set_scale
-from aecli.rundir import RunDir, curve, newest_image, number, read_eval, read_status
-from aecli.runtable import (BOOKKEEPING, NOT_FAILED, cell, columns, data_sets, labelled_runs, skipped_note,
-                            sort_rows, summarize, varying_overrides)
+from aecli.rundir import RunDir, RunRecord, curve, newest_image, number, read_run
+from aecli.runtable import (BOOKKEEPING, NOT_FAILED, cell, columns, data_sets, labelled_runs, row_of, skipped_note,
+                            sort_rows, varying_overrides)
 
 REPORT_FILE = "report.html"
 TEMPLATE = "report.html.j2"
@@ -63,8 +63,14 @@ def report_command(paths: list[str], out: str | None = None) -> Path:
     target = Path(out) if out else common / REPORT_FILE
     if target.is_dir():
         raise AecliError(f"report: out={target} is a folder: give a file name, e.g. out={target / REPORT_FILE}")
-    rows = [summarize(run, label) for run, label in runs]
-    page = render(rows, [run for run, _ in runs], f"{len(runs)} run{'s' * (len(runs) > 1)} in {common}")
+    records = [read_run(run) for run, _ in runs]  # each folder read once, for the table and the page
+    rows = [row_of(record, label) for record, (_, label) in zip(records, runs)]
+    return write_report(rows, records, target, common)
+
+
+def write_report(rows: list[dict], records: list[RunRecord], target: Path, common: Path) -> Path:
+    """The page of runs already read (a sweep's callback hands over the rows of its summary) written to `target`."""
+    page = render(rows, records, f"{len(records)} run{'s' * (len(records) > 1)} in {common}")
     try:
         target.write_text(page, encoding="utf-8")
     except OSError as e:
@@ -72,20 +78,20 @@ def report_command(paths: list[str], out: str | None = None) -> Path:
     return target
 
 
-def render(rows: list[dict], run_dirs: list[Path], title: str) -> str:
-    """The page for `rows` (runtable.summarize's, in the order of `run_dirs`, the folders they were read from)."""
+def render(rows: list[dict], records: list[RunRecord], title: str) -> str:
+    """The page for `rows` (runtable.row_of's, in the order of `records`, the runs they were made of)."""
     import jinja2
 
     shown, common = varying_overrides(rows)
     settings = [parse(s) for s in shown]
     env = jinja2.Environment(loader=jinja2.PackageLoader("aecli", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)
-    figures = [*setting_plots(rows, settings), *curves_plots(rows, run_dirs)]
+    figures = [*setting_plots(rows, settings), *curves_plots(rows, records)]
     return env.get_template(TEMPLATE).render(
         title=title, made=datetime.now().strftime("%Y-%m-%d %H:%M"), **table(rows, shown, common),
         figures=[{"uri": uri, "caption": caption, "kind": ""} for caption, uri in figures],
-        runs=[run_details(i, row, run_dir, overrides)
-              for i, (row, run_dir, overrides) in enumerate(zip(rows, run_dirs, shown))])
+        runs=[run_details(i, row, record, overrides)
+              for i, (row, record, overrides) in enumerate(zip(rows, records, shown))])
 
 
 # -- the table ----------------------------------------------------------------------------------------
@@ -183,10 +189,11 @@ def setting_plots(rows: list[dict], settings: list[dict[str, str]]) -> list[tupl
     return figures
 
 
-def curves_plots(rows: list[dict], run_dirs: list[Path]) -> list[tuple[str, str]]:
+def curves_plots(rows: list[dict], records: list[RunRecord]) -> list[tuple[str, str]]:
     """val_recon per epoch of every run (the runs' metrics.csv): one panel per data set (a val_recon of one data
     set is not on the scale of another's), one colour per run, whole epochs on the x axis."""
-    curves = [(i, row, curve(run_dir, "val_recon")) for i, (row, run_dir) in enumerate(zip(rows, run_dirs))]
+    curves = [(i, row, curve(record.path, "val_recon", record.metrics))
+              for i, (row, record) in enumerate(zip(rows, records))]
     curves = [c for c in curves if c[2]]
     if not curves:
         return []
@@ -212,9 +219,10 @@ def data_uri(png: bytes) -> str:
 
 
 # -- one run ------------------------------------------------------------------------------------------
-def run_details(i: int, row: dict, run_dir: Path, overrides: str) -> dict:
+def run_details(i: int, row: dict, record: RunRecord, overrides: str) -> dict:
     """A run's pictures (newest grids, then the plots), its problems (error, collapse warnings) and its test
     numbers with their references, the metrics it skipped and the protocol."""
+    run_dir = record.path
     run = RunDir(run_dir)
     grids = [(p, f"{kind}, epoch {int(p.stem.rsplit('_', 1)[1])}") for kind, p in
              (("reconstructions (inputs above)", newest_image(run_dir, "recon_epoch_*.png")),
@@ -222,8 +230,8 @@ def run_details(i: int, row: dict, run_dir: Path, overrides: str) -> dict:
     plots = sorted(run.plots.glob("*.png"), key=lambda p: (p.stem != "codes", p.name))  # the code scatter first
     pictures = [*({"uri": data_uri(p.read_bytes()), "caption": t, "kind": "grid"} for p, t in grids),
                 *({"uri": data_uri(palette(p.read_bytes())), "caption": p.name, "kind": ""} for p in plots)]
-    problems = ([row["error"]] if row.get("error") else []) + (read_status(run_dir).get("warnings") or [])
-    result = read_eval(run_dir)
+    problems = ([row["error"]] if row.get("error") else []) + (record.status.get("warnings") or [])
+    result = record.evaluation
     details = {"anchor": f"run-{i}", "label": row["run"], "status": row.get("status"), "overrides": overrides,
                "state": "ok" if row.get("status") in NOT_FAILED else "bad", "path": str(run_dir),
                "problems": problems, "pictures": pictures, "eval": [], "skipped": [], "protocol": ""}

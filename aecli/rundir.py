@@ -25,6 +25,7 @@ import csv
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,14 @@ class RunDir:
     @property
     def overrides_file(self) -> Path:
         return self.hydra / "overrides.yaml"
+
+    @property
+    def config_file(self) -> Path:
+        return self.hydra / "config.yaml"
+
+    @property
+    def hydra_file(self) -> Path:
+        return self.hydra / "hydra.yaml"
 
 
 # -- what a folder is ---------------------------------------------------------------------------------
@@ -209,6 +218,40 @@ def read_overrides(folder: str | Path) -> list[str]:
     from omegaconf import OmegaConf
 
     return [str(o) for o in OmegaConf.load(path)]
+
+
+def read_data_set(folder: str | Path) -> str | None:
+    """The run's data set as chosen (`data=fashion_mnist`; `images:PATH` for data=images), from Hydra's record."""
+    run = RunDir(folder)
+    if not run.hydra_file.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        choice = OmegaConf.select(OmegaConf.load(run.hydra_file), "hydra.runtime.choices.data", default=None)
+        if choice == "images":
+            return f"images:{OmegaConf.select(OmegaConf.load(run.config_file), 'data.path', default='?')}"
+    except Exception:  # an unreadable record: the run is listed without its data set
+        return None
+    return None if choice is None else str(choice)
+
+
+@dataclass
+class RunRecord:
+    """What a run folder holds, read once: its status.json, metrics.csv rows, eval.json, the overrides it was
+    started with and its data set (the run table's row and the report's page are both made of it)."""
+
+    path: Path
+    status: dict
+    metrics: list[dict[str, str]]
+    evaluation: dict
+    overrides: list[str]
+    data: str | None
+
+
+def read_run(folder: str | Path) -> RunRecord:
+    return RunRecord(Path(folder), read_status(folder), read_metrics(folder), read_eval(folder),
+                     read_overrides(folder), read_data_set(folder))
 
 
 def newest_image(folder: str | Path, pattern: str) -> Path | None:

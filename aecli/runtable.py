@@ -23,8 +23,7 @@ from typing import Any
 from aecli.errors import AecliError
 from aecli.loggers import flatten
 from aecli.metric_names import direction
-from aecli.rundir import (HYDRA, METRICS, find_runs, number, read_eval, read_metrics, read_overrides, read_status,
-                          write_csv)
+from aecli.rundir import HYDRA, METRICS, RunRecord, find_runs, number, read_run, write_csv
 
 # the columns every row has, in table order; the test metrics (test_*) go between val_recon and seconds
 FIRST = ["run", "overrides", "optimized", "val_loss", "val_recon", "epoch"]
@@ -38,9 +37,9 @@ PIPE_WIDTH = 100  # the table's width when the output is not a terminal (a file,
 
 
 # -- the rows -----------------------------------------------------------------------------------------
-def best_epoch(run_dir: Path) -> dict[str, float]:
-    """The epoch row with the lowest finite val_loss in metrics.csv: its val_loss, val_recon and epoch."""
-    rows = [r for r in read_metrics(run_dir) if number(r.get("val_loss")) is not None]
+def best_epoch(metrics: list[dict]) -> dict[str, float]:
+    """The epoch row with the lowest finite val_loss of metrics.csv's rows: its val_loss, val_recon and epoch."""
+    rows = [r for r in metrics if number(r.get("val_loss")) is not None]
     if not rows:
         return {}
     best = min(rows, key=lambda r: number(r["val_loss"]))
@@ -54,42 +53,27 @@ def eval_metrics(result: dict) -> dict[str, float]:
             if number(v) is not None and k != "seed"}
 
 
-def data_set(run_dir: Path) -> str | None:
-    """The run's data set, as chosen (`data=fashion_mnist`; an image folder's path for data=images)."""
-    path = Path(run_dir) / HYDRA / "hydra.yaml"
-    if not path.is_file():
-        return None
-    from omegaconf import OmegaConf
-
-    try:
-        hydra = OmegaConf.load(path)
-        choice = OmegaConf.select(hydra, "hydra.runtime.choices.data", default=None)
-    except Exception:  # an unreadable record: the run is listed without its data set
-        return None
-    if choice == "images":
-        config = OmegaConf.load(Path(run_dir) / HYDRA / "config.yaml")
-        return f"images:{OmegaConf.select(config, 'data.path', default='?')}"
-    return None if choice is None else str(choice)
-
-
-def summarize(run_dir: Path, label: str, missing_status: str = "unknown") -> dict[str, Any]:
-    """One row of the table for one run folder. A run without status.json never ended: `missing_status`. The
-    metrics eval.json skipped (a data set without labels) are kept under `skipped`, for the notes."""
-    status = read_status(run_dir) or {"status": missing_status}
-    result = read_eval(run_dir)
-    row: dict[str, Any] = {"run": label, "overrides": " ".join(read_overrides(run_dir))}
+def row_of(run: RunRecord, label: str, missing_status: str = "unknown") -> dict[str, Any]:
+    """One row of the table for one run. A run without status.json never ended: `missing_status`. The metrics
+    eval.json skipped (a data set without labels) are kept under `skipped`, for the notes."""
+    status = run.status or {"status": missing_status}
+    row: dict[str, Any] = {"run": label, "overrides": " ".join(run.overrides)}
     metric, value = next(iter((status.get("optimized") or {}).items()), (None, None))
     row.update(optimized=number(value), optimized_metric=metric)  # the run's optimized_metric, at its best.pt
-    row.update(best_epoch(run_dir))
-    row.update(eval_metrics(result))
-    data = data_set(run_dir)
-    if data is not None:
-        row["data"] = data
+    row.update(best_epoch(run.metrics))
+    row.update(eval_metrics(run.evaluation))
+    if run.data is not None:
+        row["data"] = run.data
     row.update(seconds=status.get("seconds"), status=status["status"], error=status.get("error"))
-    skipped = result.get("skipped")
+    skipped = run.evaluation.get("skipped")
     if isinstance(skipped, dict) and skipped:
         row["skipped"] = skipped
     return row
+
+
+def summarize(run_dir: Path, label: str, missing_status: str = "unknown") -> dict[str, Any]:
+    """The row of one run folder."""
+    return row_of(read_run(run_dir), label, missing_status)
 
 
 def collect(paths: list[Path], missing_status: str = "unknown") -> list[dict[str, Any]]:

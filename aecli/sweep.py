@@ -17,8 +17,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from aecli.metric_names import direction
-from aecli.rundir import SUMMARY, attempt_failures, new_attempt
-from aecli.runtable import collect, failed, print_table, runs_command, sort_rows, write_summary
+from aecli.rundir import SUMMARY, attempt_failures, new_attempt, read_run
+from aecli.runtable import failed, labelled_runs, print_table, row_of, runs_command, sort_rows, write_summary
 
 __all__ = ["SweepSummary", "LAST_SWEEP", "runs_command", "study_seed", "summarize_sweep"]
 log = logging.getLogger(__name__)
@@ -58,7 +58,9 @@ LAST_SWEEP: dict[str, Any] = {}
 def summarize_sweep(sweep_dir: Path, report: bool = True) -> None:
     """summary.csv in the sweep folder, the table (best first) and the report, of every job that ran. Every job of
     an ended sweep has ended: a job without status.json died before it could say so (failed)."""
-    rows = collect([sweep_dir], missing_status="failed")
+    runs = labelled_runs([sweep_dir])
+    records = [read_run(run) for run, _ in runs]  # each job folder read once, for the summary and the report
+    rows = [row_of(record, label, missing_status="failed") for record, (_, label) in zip(records, runs)]
     failures = attempt_failures(sweep_dir)
     for row in rows:
         if row["run"] in failures:
@@ -71,10 +73,10 @@ def summarize_sweep(sweep_dir: Path, report: bool = True) -> None:
                 + (f", {pruned} pruned" if pruned else ""))
     print(f"summary: {summary}", flush=True)
     if report:  # the page of the whole sweep (aecli/report.py); report=false skips it
-        from aecli.report import report_command
+        from aecli.report import REPORT_FILE, write_report
 
         try:
-            print(f"report: {report_command([str(sweep_dir)])}", flush=True)
+            print(f"report: {write_report(rows, records, sweep_dir / REPORT_FILE, sweep_dir.resolve())}", flush=True)
         except Exception as e:  # the sweep has ended and its summary is written: say why, do not fail it
             logging.getLogger("aecli").warning(f"report: not written ({type(e).__name__}: {e})")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aecli import report
+from aecli import report, rundir
 from aecli.errors import AecliError
 from aecli.report import report_command
 from conftest import run_cli, tiny_overrides
@@ -231,11 +231,12 @@ def test_learning_curves_one_panel_per_data_set_one_colour_per_run_whole_epochs(
 
     runs = [make_run(tmp_path / str(i), [f"lambda={i}"], [90.0 - i, 80.0 - i], data=data)
             for i, data in enumerate(("mnist", "fashion_mnist", "mnist"))]
-    rows = [report.summarize(run, run.name) for run in runs]
+    records = [rundir.read_run(run) for run in runs]
+    rows = [report.row_of(record, record.path.name) for record in records]
     drawn = []
     real = report.png_bytes
     monkeypatch.setattr(report, "png_bytes", lambda fig: drawn.append(fig) or real(fig))
-    (title, _), = report.curves_plots(rows, runs)
+    (title, _), = report.curves_plots(rows, records)
     assert "one panel per data set" in title
     mnist, fashion = drawn[0].axes
     assert [ax.get_title() for ax in (mnist, fashion)] == ["data=mnist", "data=fashion_mnist"]
