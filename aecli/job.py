@@ -296,10 +296,10 @@ def run_job(cfg) -> float | None:
                          sweep_dir=Path(hc.sweep.dir) if multirun else None,
                          job_num=hc.job.num if multirun else None)
     except AecliError as e:
+        drop_closed_output()  # `| tee log` killed by the same Ctrl-C: the line below must not fail
         if multirun:  # a signal stops the sweep: the jobs after this one never start, and what ran is summarized
             from aecli.sweep import summarize_sweep
 
-            drop_closed_output()
             summarize_sweep(Path(hc.sweep.dir), bool(cfg.get("report", True)))
         exit_with(str(e), e.exit_code)
 
