@@ -1,10 +1,12 @@
 """One `aecli train` job around the trainer: the run folder it writes into, the run, and how it ends.
 
-Before Hydra starts, `protect_run_folders` makes sure a new run never writes into an existing run folder and
-points a resume at the run's own folder. `run_training` trains (or continues) a run and evaluates its best
-checkpoint on the data already loaded. When the job ends, `run_job` records `status.json` (ok, failed,
-interrupted); in a sweep a failed job is recorded and the sweep goes on, a signal stops the sweep, and jobs
-running side by side share the cores.
+Before Hydra starts, `protect_run_folders` makes sure a new run never writes into an existing run folder, locks
+it (aecli/rundir.py) and points a resume at the run's own folder. `train_one` is the job itself, the same for the
+command line (`run_job`, Hydra's task) and the Python API (aecli/api.py): it keeps, extends or resumes an earlier
+attempt (`continue_in_place`, resume=auto's one rule), trains with `run_training` (which evaluates the best
+checkpoint on the data already loaded) and records how the run ended in its status (ok, failed, interrupted,
+pruned). A single run refused before it started leaves no folder; in a sweep a failed job is recorded and the
+sweep goes on, a signal stops the sweep and summarizes what ran, and jobs running side by side share the cores.
 """
 
 from __future__ import annotations
