@@ -12,15 +12,7 @@ from aecli.cli import main
 from aecli.errors import AecliError, Pruned
 from aecli.job import check_new_run_dir
 from conftest import tiny_overrides
-
-
-def cli_error(capsys, *args: str) -> tuple[int, str]:
-    """Run `aecli ARGS` in-process; its exit code and its stderr, which must be exactly one line."""
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("aecli: ") and "Traceback" not in err, err
-    return e.value.code, err
+from test_robustness import cli_error
 
 
 def test_a_new_run_never_writes_into_an_existing_run_folder(tmp_path, capsys):
