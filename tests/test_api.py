@@ -47,3 +47,12 @@ def test_train_refuses_what_the_command_line_refuses(tmp_path, data_root, monkey
         with pytest.raises(AecliError, match="device=cuda"):
             aecli.train([*tiny_overrides(data_root), "device=cuda"], run_dir=tmp_path / "gpu")
         assert not (tmp_path / "gpu").exists()
+
+
+def test_a_run_that_fails_inside_raises_and_is_marked_failed(tmp_path, data_root):
+    """Inside the job, as on the command line: a diverging run raises its one-line error and its status.json says
+    failed (api.train wrote no status when a run failed)."""
+    with pytest.raises(AecliError, match="lr="):
+        aecli.train([*tiny_overrides(data_root), "lr=1e12"], run_dir=tmp_path / "diverged")
+    status = rundir.read_status(tmp_path / "diverged")
+    assert status["status"] == "failed" and "lr=" in status["error"]
