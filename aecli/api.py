@@ -109,6 +109,7 @@ def train(overrides: list[str] = (), run_dir: str | Path | None = None) -> Path:
     import aecli.sweep  # noqa: F401  (the resolvers the configs use)
     from aecli.job import protect_run_folders, quote_value, train_one
     from aecli.paths import config_dir
+    from aecli.rundir import unlock_folder
 
     overrides = list(overrides)
     bad = [o for o in overrides if o.startswith("-") or "," in o.split("=", 1)[-1] and not o.endswith("]")]
@@ -118,15 +119,22 @@ def train(overrides: list[str] = (), run_dir: str | Path | None = None) -> Path:
         overrides.append(f"hydra.run.dir={quote_value(Path(run_dir))}")
     overrides = protect_run_folders(overrides)
 
+    trained: list[Path] = []
+
     def task(cfg: DictConfig) -> float | None:
         hc = HydraConfig.get()
-        return train_one(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+        trained.append(Path(hc.runtime.output_dir))
+        return train_one(cfg, trained[0], list(hc.overrides.task))
 
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-        context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg))
-        done = run_job(task_function=task, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
-                       hydra_context=context)
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
+            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg))
+            done = run_job(task_function=task, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
+                           hydra_context=context)
+    finally:  # the folder is this process's only while it trains: a terminal may resume it afterwards
+        for folder in [*trained, *([run_dir] if run_dir is not None else [])]:
+            unlock_folder(folder)
     if done.status == JobStatus.FAILED:  # what stopped the run (JobReturn.return_value would log it again first)
         raise done._return_value
     return Path(done.hydra_cfg.hydra.runtime.output_dir)

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -25,6 +28,8 @@ def test_two_trains_in_one_process_both_train_and_return_their_runs(tmp_path, da
         assert rundir.RunDir(run).best.is_file()
         assert (rundir.RunDir(run).hydra / "config.yaml").is_file() and (run / "train.log").is_file()
         assert rundir.read_overrides(run)[-1] == ("lr=0.002" if lr == 0.002 else over[-1])
+    free = "import sys; from aecli import rundir; rundir.lock_folder(sys.argv[1])"
+    assert subprocess.run([sys.executable, "-c", free, str(second)]).returncode == 0  # the lock went with the run
     import aecli.train as loop  # the training loop's module is still the module
 
     assert hasattr(loop, "Trainer")
