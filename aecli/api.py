@@ -14,8 +14,6 @@ evaluation), and a `Run` is the model and checkpoint `aecli sample` and `aecli e
 
 from __future__ import annotations
 
-import datetime as _dt
-import logging
 from pathlib import Path
 
 import torch
@@ -95,31 +93,48 @@ def load_run(path: str | Path, device: str = "auto", which: str = "best") -> Run
 
 
 def train(overrides: list[str] = (), run_dir: str | Path | None = None) -> Path:
-    """Train one run as `aecli train OVERRIDES` would (one run, not a sweep) and return its folder. The run folder
-    defaults to outputs/DATE/TIME under the current directory; `.hydra/` records the config and the overrides, as
-    the command line's runs do, so `aecli runs` and `aecli report` show it beside them."""
+    """Train one run as `aecli train OVERRIDES` would (one run, not a sweep) and return its folder: the same job
+    the command runs (aecli/job.py: the folder's checks and lock, the trainer, the evaluation, status.json ok,
+    failed, interrupted or pruned) inside Hydra's own job runner, which writes `.hydra/` and train.log as for the
+    command line's runs. The run folder defaults to outputs/DATE/TIME under the current directory. Call it as
+    often as you like in one process; a bad value raises AecliError with the command line's one-line message."""
     from hydra import compose, initialize_config_dir
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import run_job
+    from hydra.core.utils import JobStatus
+    from hydra.types import HydraContext
 
-    from aecli.job import check_new_run_dir, run_training, write_status
+    import aecli.sweep  # noqa: F401  (the resolvers the configs use)
+    from aecli.job import protect_run_folders, quote_value, train_one
     from aecli.paths import config_dir
+    from aecli.rundir import unlock_folder
 
     overrides = list(overrides)
     bad = [o for o in overrides if o.startswith("-") or "," in o.split("=", 1)[-1] and not o.endswith("]")]
     if bad:
         raise AecliError(f"aecli.train runs one run: {bad[0]} is a sweep or a flag; call it once per value instead")
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    now = _dt.datetime.now()
-    run_dir = Path(run_dir) if run_dir is not None else Path("outputs") / f"{now:%Y-%m-%d}" / f"{now:%H-%M-%S-%f}"
-    check_new_run_dir(run_dir)
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
-    if not logging.getLogger().handlers:  # a notebook without logging set up: the run's lines on stdout
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("aecli").setLevel(logging.INFO)
-    start = _dt.datetime.now()
-    outcome = run_training(cfg, run_dir)
-    write_status(run_dir, "ok", (_dt.datetime.now() - start).total_seconds(), warnings=outcome.warnings,
-                 optimized={outcome.metric: outcome.value})
-    return run_dir
+    if run_dir is not None:
+        overrides.append(f"hydra.run.dir={quote_value(Path(run_dir))}")
+    overrides = protect_run_folders(overrides)
+
+    trained: list[Path] = []
+
+    def task(cfg: DictConfig) -> float | None:
+        hc = HydraConfig.get()
+        trained.append(Path(hc.runtime.output_dir))
+        return train_one(cfg, trained[0], list(hc.overrides.task))
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
+            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg))
+            done = run_job(task_function=task, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
+                           hydra_context=context)
+    finally:  # the folder is this process's only while it trains: a terminal may resume it afterwards
+        for folder in [*trained, *([run_dir] if run_dir is not None else [])]:
+            unlock_folder(folder)
+    if done.status == JobStatus.FAILED:  # what stopped the run (JobReturn.return_value would log it again first)
+        raise done._return_value
+    return Path(done.hydra_cfg.hydra.runtime.output_dir)

@@ -18,6 +18,9 @@ from pathlib import Path
 import torch
 
 from aecli.errors import AecliError
+from aecli.rundir import BEST, CHECKPOINTS, LAST, RunDir
+
+OTHER_CHECKPOINTS = f"{CHECKPOINTS}/{LAST} or {BEST}"  # what a user can try instead of a broken one
 
 
 def save_atomic(obj: dict, *paths: Path) -> None:
@@ -54,7 +57,7 @@ def load_checkpoint(path: Path, map_location="cpu", mmap: bool = False) -> dict:
     except pickle.UnpicklingError as e:
         if not zipfile.is_zipfile(path):  # torch.save writes a zip archive: this is no checkpoint at all
             raise AecliError(f"checkpoint {path} is not a torch checkpoint (corrupt or another kind of file): use "
-                             "another checkpoint of the run (checkpoints/last.pt or best.pt)")
+                             f"another checkpoint of the run ({OTHER_CHECKPOINTS})")
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if ln.startswith(("Unsupported global", "Unsupported operand"))),
                    lines[0] if lines else "unsupported content")
@@ -62,7 +65,7 @@ def load_checkpoint(path: Path, map_location="cpu", mmap: bool = False) -> dict:
                          f"refused without running it ({why[:160]})")
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise AecliError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}): use another "
-                         "checkpoint of the run (checkpoints/last.pt or best.pt)")
+                         f"checkpoint of the run ({OTHER_CHECKPOINTS})")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise AecliError(f"checkpoint {path} is not an aecli checkpoint (no model state and config)")
     return ckpt
@@ -75,9 +78,9 @@ def find_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
         return run
     if not run.exists():
         raise AecliError(f"run {run} does not exist: give a run folder (outputs/...) or a checkpoint file")
-    path = run / "checkpoints" / f"{which}.pt"
+    path = RunDir(run).checkpoint(which)
     if not path.is_file():
-        raise AecliError(f"{run} has no checkpoints/{which}.pt: is it an aecli run folder?")
+        raise AecliError(f"{run} has no {path.relative_to(run)}: is it an aecli run folder?")
     return path
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aecli.checkpoint import save_atomic
+from aecli.rundir import EVAL
 
 log = logging.getLogger("aecli")
 
@@ -177,7 +178,7 @@ def train_to_target(data, device: torch.device, target: float | None) -> tuple[C
             break
     if target is not None and val_acc < target:
         log.warning(f"the {data.name} cnn classifier reached {val_acc:.4f} on the validation split after {epoch} "
-                    f"epochs, below its target {target}: the Fréchet numbers use it anyway (eval.json says its accuracy)")
+                    f"epochs, below its target {target}: the Fréchet numbers use it anyway ({EVAL} says its accuracy)")
     return net.eval(), val_acc, epoch
 
 
@@ -198,7 +199,11 @@ def load_paper_classifier(data, device: torch.device, cache_dir: str | None = No
 
 
 def cached_json(path: Path, key: str, compute) -> dict:
-    """`compute()` (a dict of plain numbers) stored under `key` in the JSON file `path`, computed only once."""
+    """`compute()` (a dict of plain numbers) stored under `key` in the JSON file `path`, computed only once. The
+    read-modify-write of the file holds its lock (filelock on `path`.lock), so jobs running side by side never
+    lose each other's keys; the computing itself runs outside it."""
+    from filelock import FileLock
+
     def read() -> dict:
         try:
             return json.loads(path.read_text())
@@ -209,9 +214,11 @@ def cached_json(path: Path, key: str, compute) -> dict:
     if key in table:
         return table[key]
     value = compute()
-    table = read()  # another process may have added a key meanwhile
-    table[key] = value
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(table, indent=1))
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_name(f".{path.name}.lock")):
+        table = read()  # another process may have added a key meanwhile
+        table[key] = value
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table, indent=1))
+        os.replace(tmp, path)
     return value

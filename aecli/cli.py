@@ -37,7 +37,7 @@ def train_main(args: list[str]) -> None:
     run_hydra(args, run_job)
     if LAST_SWEEP.get("failed"):  # scripts and CI notice a sweep with failed jobs
         fail(f"{LAST_SWEEP['failed']} of {LAST_SWEEP['jobs']} jobs failed (their errors are in the table above and "
-             f"in {Path(LAST_SWEEP['dir']) / 'summary.csv'}); run the same command with "
+             f"in {LAST_SWEEP['summary']}); run the same command with "
              f"hydra.sweep.dir={LAST_SWEEP['dir']} to finish the sweep", 1)
 
 

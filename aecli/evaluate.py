@@ -46,6 +46,7 @@ from aecli.errors import AecliError
 from aecli.metric_names import DESCRIPTIONS
 from aecli.models.base import bernoulli_nll_of_probs
 from aecli.parzen import parzen_log_likelihood
+from aecli.rundir import BEST, EVAL, RunDir
 from aecli.plots import (class_rows, filter_images, plot_code_scatter, plot_contraction, recon_labels, recon_pairs,
                          save_grid)
 from aecli.runs import load_run_data, load_trained
@@ -314,7 +315,7 @@ def headline(results: dict) -> str:
 def write_pictures(model, data: Data, codes: tuple[torch.Tensor, torch.Tensor], run_dir: Path, seed: int) -> None:
     """The code scatter, and test-set reconstruction, interpolation and sample grids (the loss curves are the
     trainer's: every epoch, written when training ends)."""
-    images, plots = run_dir / "images", run_dir / "plots"
+    images, plots = RunDir(run_dir).images, RunDir(run_dir).plots
     name = f"{model.name} on {data.name}"
     z, y = codes
     axes = ("z1", "z2") if z.shape[1] <= 2 else ("principal component 1 of the codes", "principal component 2")
@@ -348,10 +349,10 @@ def write_curve_pictures(model, data: Data, results: dict, run_dir: Path) -> Non
     name = f"{model.name} on {data.name}"
     if "contraction" in results:
         plot_contraction({model.name: (results["contraction_radii"], results["contraction"])},
-                         run_dir / "plots" / "contraction.png", title=f"contraction: {name}")
+                         RunDir(run_dir).plots / "contraction.png", title=f"contraction: {name}")
     weight = first_layer_weight(model)
     if weight is not None:
-        save_grid(filter_images(weight, data.image_shape), run_dir / "plots" / "filters.png", nrow=10)
+        save_grid(filter_images(weight, data.image_shape), RunDir(run_dir).plots / "filters.png", nrow=10)
 
 
 def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto", seed: int | None = None,
@@ -393,8 +394,8 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
 def eval_file(checkpoint: Path, run_seed: bool, iw_samples: int | None, seed: int) -> str:
     """eval.json for the run's best checkpoint under the run's own settings; any other checkpoint or settings get a
     file of their own (eval_last_seed3.json, eval_best_seed0_iw5000.json), so no evaluation replaces another."""
-    if checkpoint.name == "best.pt" and run_seed and iw_samples is None:
-        return "eval.json"
+    if checkpoint.name == BEST and run_seed and iw_samples is None:
+        return EVAL
     return f"eval_{checkpoint.stem}_seed{seed}" + (f"_iw{iw_samples}" if iw_samples is not None else "") + ".json"
 
 

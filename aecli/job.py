@@ -1,31 +1,34 @@
 """One `aecli train` job around the trainer: the run folder it writes into, the run, and how it ends.
 
-Before Hydra starts, `protect_run_folders` makes sure a new run never writes into an existing run folder and
-points a resume at the run's own folder. `run_training` trains (or continues) a run and evaluates its best
-checkpoint on the data already loaded. When the job ends, `run_job` records `status.json` (ok, failed,
-interrupted); in a sweep a failed job is recorded and the sweep goes on, a signal stops the sweep, and jobs
-running side by side share the cores.
+Before Hydra starts, `protect_run_folders` makes sure a new run never writes into an existing run folder, locks
+it (aecli/rundir.py) and points a resume at the run's own folder. `train_one` is the job itself, the same for the
+command line (`run_job`, Hydra's task) and the Python API (aecli/api.py): it keeps, extends or resumes an earlier
+attempt (`continue_in_place`, resume=auto's one rule), trains with `run_training` (which evaluates the best
+checkpoint on the data already loaded) and records how the run ended in its status (ok, failed, interrupted,
+pruned). A single run refused before it started leaves no folder; in a sweep a failed job is recorded and the
+sweep goes on, a signal stops the sweep and summarizes what ran, and jobs running side by side share the cores.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import math
 import os
 import shlex
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aecli.errors import AecliError, Pruned, exit_with  # optuna-wiring: Pruned
+from aecli.errors import AecliError, Pruned, exit_with
 from aecli.paths import aecli_command
+from aecli.rundir import (HYDRA, LOCK, TRAIN_LOG, FolderInUse, RunDir, holds_a_run, lock_folder,
+                          note_failed_attempt, read_status, remove_unstarted, write_status)
 
 log = logging.getLogger("aecli")
 
-STATUS_FILE = "status.json"
 STOP_AT_STEP = "AECLI_STOP_AT_STEP"  # testing hook: behave as if SIGTERM arrived during this step
 
 
@@ -36,7 +39,7 @@ def _arg(args: list[str], key: str) -> str | None:
     return value(args, key)
 
 
-def _quote(path: Path) -> str:
+def quote_value(path: Path) -> str:
     """A path as a quoted Hydra override value (any character allowed)."""
     return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -47,42 +50,8 @@ def check_writable(folder: Path, what: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        exit_with(f"cannot write the {what} {folder}: {existing} is not a writable folder; choose another place")
-
-
-LOCK_FILE = ".lock"
-_locks: dict[Path, Any] = {}  # folder -> the open file holding its OS lock, for this process's life
-
-
-def lock_folder(folder: Path, what: str = "run folder") -> None:
-    """Own `folder` for this process: an OS lock (fcntl.flock) on folder/.lock, which the OS releases when the
-    process ends, however it ends (a crash leaves nothing stuck). Another process gets one line naming the owner."""
-    folder = Path(folder).absolute()
-    if folder in _locks:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    f = open(folder / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        owner = f.read().strip() or "unknown"
-        f.close()
-        raise AecliError(f"{what} {folder} is in use by another aecli process (pid {owner}): wait for it to end, or "
-                         f"choose another folder") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    _locks[folder] = f
-
-
-def holds_a_run(folder: Path) -> bool:
-    """Whether a folder holds a run that trained (a checkpoint, metrics, or an ok status): what must never be
-    overwritten. A folder whose run failed before its first epoch (a bad value found inside the run) does not."""
-    status = read_status(folder)
-    return (any((folder / "checkpoints" / name).is_file() for name in ("last.pt", "best.pt"))
-            or (folder / "metrics.csv").is_file() or status.get("status") == "ok")
+        raise AecliError(f"cannot write the {what} {folder}: {existing} is not a writable folder; choose another "
+                         "place")
 
 
 def protect_run_folders(args: list[str]) -> list[str]:
@@ -101,20 +70,20 @@ def protect_run_folders(args: list[str]) -> list[str]:
         from aecli.checkpoint import find_checkpoint
 
         if multirun:
-            exit_with("resume= continues one run and cannot be combined with -m: resume each run on its own, or use "
-                      "resume=auto")
+            raise AecliError("resume= continues one run and cannot be combined with -m: resume each run on its own, "
+                             "or use resume=auto")
         if _arg(args, "hydra.run.dir") is not None:
-            exit_with("resume= continues a run in its own folder: drop hydra.run.dir=")
+            raise AecliError("resume= continues a run in its own folder: drop hydra.run.dir=")
         path = find_checkpoint(resume, "last").resolve()
-        args = [a for a in args if not a.startswith("resume=")] + [f"resume={_quote(path)}"]
-        if path.name == "last.pt" and path.parent.name == "checkpoints":
-            run_dir = path.parent.parent
+        args = [a for a in args if not a.startswith("resume=")] + [f"resume={quote_value(path)}"]
+        run_dir = path.parent.parent
+        if path == RunDir(run_dir).last:
             check_writable(run_dir, "run folder")
             lock_folder(run_dir)
             n = 1
-            while (run_dir / ".hydra" / f"resume-{n}").exists():
+            while (RunDir(run_dir).hydra / f"resume-{n}").exists():
                 n += 1
-            return args + [f"hydra.run.dir={_quote(run_dir)}", f"hydra.output_subdir=.hydra/resume-{n}"]
+            return args + [f"hydra.run.dir={quote_value(run_dir)}", f"hydra.output_subdir={HYDRA}/resume-{n}"]
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = _arg(args, key)
     folder = Path(given) if given and "${" not in given else None
@@ -122,8 +91,8 @@ def protect_run_folders(args: list[str]) -> list[str]:
         check_writable(folder, "sweep folder" if multirun else "run folder")
         def refuse_a_taken_folder() -> None:
             if not multirun and holds_a_run(folder) and resume != "auto":
-                exit_with(f"{key}={folder} already holds a run: a new run never writes into it; choose another "
-                          f"{key}, or continue it with {aecli_command()} train resume={folder}")
+                raise AecliError(f"{key}={folder} already holds a run: a new run never writes into it; choose "
+                                 f"another {key}, or continue it with {aecli_command()} train resume={folder}")
 
         refuse_a_taken_folder()  # before anything (the lock file) is written there
         if str(_arg(args, "hydra.sweeper.worker")).lower() != "true":  # optuna-wiring: workers share the folder
@@ -145,35 +114,6 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise RunFolderTaken(f"run folder {run_dir} already holds a run: a new run never writes into it; choose another "
                              f"hydra.run.dir, or continue that run with: {aecli_command()} train "
                              f"resume={shlex.quote(str(run_dir))}")
-
-
-ATTEMPTS = ".attempts"  # in a sweep folder: the jobs of the current attempt that failed (aecli/sweep.py reads it)
-
-
-def note_failed_attempt(sweep_dir: Path, job_num: int, error: str) -> None:
-    folder = sweep_dir / ATTEMPTS
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{job_num}.json").write_text(json.dumps({"status": "failed", "error": error}) + "\n")
-
-
-def read_status(run_dir: Path) -> dict:
-    """A run's status.json ({} when it has none, or an unreadable one)."""
-    try:
-        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def write_status(run_dir: Path, status: str, seconds: float, error: str | None = None,
-                 warnings: list[str] | None = None, optimized: dict[str, float | None] | None = None,
-                 stage: str | None = None) -> None:
-    """Record how a run ended (`ok`, `failed` or `interrupted`) in its folder, for the summary: the error, the
-    collapse warnings, the optimized metric's value ({name: value}), and for an interrupt the stage it stopped
-    (`training`, or `evaluation`: training finished, the evaluation did not)."""
-    record = {"status": status, "seconds": round(seconds, 3), "error": error, "warnings": warnings or [],
-              "optimized": optimized or {}, **({"stage": stage} if stage else {})}
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / STATUS_FILE).write_text(json.dumps(record) + "\n")
 
 
 @dataclass
@@ -226,7 +166,7 @@ def run_training(cfg, run_dir: Path, multirun: bool = False, overrides: list[str
         from aecli.train import interruptible
 
         finish = f"{aecli_command()} eval run={shlex.quote(str(run_dir))}"
-        with interruptible(f"during the evaluation: training finished (checkpoints/best.pt is written); finish the "
+        with interruptible(f"during the evaluation: training finished ({RunDir(run_dir).best} is written); finish the "
                            f"evaluation with: {finish}", stage="evaluation"):
             results = run_eval(run_dir, device=trainer.device.type, data=trainer.data, quiet=multirun)
         final.update({f"test_{k}": v for k, v in results.items()})
@@ -241,86 +181,156 @@ def run_training(cfg, run_dir: Path, multirun: bool = False, overrides: list[str
 
 def continue_in_place(cfg, run_dir: Path, overrides: list[str]) -> float | None | bool:
     """A job pointed at a folder that may hold its earlier attempt (`resume=auto`, or a sweep run again into its
-    folder): an attempt that ended ok is kept (its optimized value is returned, no training), one that left a
-    checkpoint resumes from it (cfg.resume is set), and one that never trained starts afresh. Returns False when
-    the job must train. The attempt must have been the same job: its checkpoint's config must hold the overrides."""
+    folder). One rule, said in one line: an attempt that ended ok is kept (its optimized value is returned, no
+    training) unless epochs= grew beyond the epochs it trained, then it is extended; one a search pruned is kept
+    (resume=RUN continues it); one that left last.pt resumes from it (cfg.resume is set); one that never trained
+    starts afresh. Returns False when the job must train. The attempt must have been the same job: its
+    checkpoint's config must hold the overrides."""
     from omegaconf import open_dict
 
     from aecli.checkpoint import load_checkpoint
     from aecli.resume import resume_config
 
-    status = read_status(run_dir)
-    checkpoint = next((run_dir / "checkpoints" / n for n in ("last.pt", "best.pt")
-                       if (run_dir / "checkpoints" / n).is_file()), None)
+    status = read_status(run_dir).get("status")
+    run = RunDir(run_dir)
+    checkpoint = next((c for c in (run.last, run.best) if c.is_file()), None)
+    done, wanted, stopped_early = 0, cfg.epochs, False
     if checkpoint is not None:  # one line when the folder held another job (lambda=10 there, lambda=100 here)
+        ckpt = load_checkpoint(checkpoint, mmap=True)  # mapped: its tensors stay unread (Trainer.resume reads them)
         try:
-            resume_config(cfg, load_checkpoint(checkpoint, mmap=True), checkpoint,  # mapped: its tensors unread
-                          [o for o in overrides if not o.startswith("resume=")])
+            wanted = resume_config(cfg, ckpt, checkpoint, [o for o in overrides if not o.startswith("resume=")]).epochs
         except AecliError as e:  # its folder is another run's: left as it is
             raise RunFolderTaken(f"{run_dir} holds another run, which stays as it is: {e}") from None
+        done = ckpt["epoch"] if ckpt.get("partial") is None else ckpt["epoch"] - 1
+        stopped_early = bool(ckpt.get("stopped_early"))
+    kept = read_status(run_dir).get("optimized") or {cfg.optimized_metric: None}
+    (metric, value), = kept.items()
     with open_dict(cfg):
-        if status.get("status") == "ok":
-            (metric, value), = (status.get("optimized") or {cfg.optimized_metric: None}).items()
-            log.info(f"{run_dir} ended ok before: kept ({metric} {value})")
+        if status == "pruned":
+            log.info(f"{run_dir} was pruned by its search after epoch {done}: kept ({metric} {value}); continue it "
+                     f"with {aecli_command()} train resume={shlex.quote(str(run_dir))}")
             return value
-        cfg.resume = str(run_dir) if checkpoint is not None and checkpoint.name == "last.pt" else None
+        if status == "ok" and (wanted <= done or stopped_early or checkpoint != run.last):
+            log.info(f"{run_dir} ended ok before: kept ({metric} {value}; {done} of epochs={wanted} trained); "
+                     f"resume=auto extends a finished run only when epochs= grows")
+            return value
+        if status == "ok":
+            log.info(f"{run_dir} ended ok after {done} epochs: extending it to epochs={wanted} (resume=auto extends "
+                     f"a finished run when epochs= grows)")
+        cfg.resume = str(run_dir) if checkpoint == run.last else None
     return False
 
 
-def run_job(cfg) -> float | None:
-    """Hydra's task: train one run; returns its `optimized_metric` at the best checkpoint (what a sweeper
-    optimizes), None when it failed."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+def say_if_pruned(cfg) -> None:
+    """`resume=RUN` of a run a search pruned: said in one line, and continued as asked."""
+    resumed = Path(str(cfg.get("resume") or ""))
+    run_dir = resumed.parent.parent if resumed.suffix else resumed
+    if cfg.get("resume") and read_status(run_dir).get("status") == "pruned":
+        log.info(f"{run_dir} was pruned by its search: continuing it, as resume= asks")
 
+
+def only_hydra_wrote(run_dir: Path) -> bool:
+    """Whether the folder holds nothing but what Hydra and the lock put there before the run started."""
+    return run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {HYDRA, TRAIN_LOG, LOCK}
+
+
+def train_one(cfg, run_dir: Path, overrides: list[str], multirun: bool = False,
+              sweep_dir: Path | None = None, job_num: int | None = None) -> float | None:
+    """Train (or keep, or continue) the run of one job in `run_dir` and record how it ended in status.json: ok,
+    failed, interrupted or pruned. Returns its `optimized_metric` at the best checkpoint. Raises what stopped it; in
+    a sweep a failure is recorded (and noted in the sweep's attempt) and None returned, so the sweep goes on. A
+    single run refused before it started (device=cuda without a GPU, a bad value) leaves no folder behind."""
     from aecli.train import Interrupted
 
-    hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    run_dir = Path(hc.runtime.output_dir)
-    overrides = list(hc.overrides.task)
-    if multirun:  # jobs running side by side share the cores
-        share_cores(cfg, hc.launcher)
     start = time.perf_counter()
+    created = not run_dir.exists() or only_hydra_wrote(run_dir)
     try:
         lock_folder(run_dir)
         if cfg.get("resume") == "auto" or (multirun and holds_a_run(run_dir)):
             kept = continue_in_place(cfg, run_dir, overrides)
             if kept is not False:
                 return kept
+        say_if_pruned(cfg)
         outcome = run_training(cfg, run_dir, multirun=multirun, overrides=overrides,
                                stop_at_step=int(os.environ.get(STOP_AT_STEP) or 0))
+    except KeyboardInterrupt:  # Ctrl-C before the trainer took the signal over (while the data loads)
+        write_status(run_dir, "interrupted", time.perf_counter() - start, "SIGINT before training began")
+        raise Interrupted("SIGINT before training began: nothing to keep", signal.SIGINT) from None
     except Exception as e:
         known = isinstance(e, AecliError)
-        if isinstance(e, Pruned):  # optuna-wiring: stopped by the search's pruner: not a failure (exit 4 alone)
-            write_status(run_dir, "pruned", time.perf_counter() - start, str(e))
-            log.info(str(e))
-            if not multirun:
-                exit_with(str(e), e.exit_code)
-            return None
+        error = str(e) if known else f"{type(e).__name__}: {e}"
         if isinstance(e, Interrupted):  # Ctrl-C, SIGTERM or SIGUSR1 stops a sweep too, with the signal's code
-            write_status(run_dir, "interrupted", time.perf_counter() - start, str(e), stage=e.stage)
-            exit_with(str(e), e.exit_code)
-        if known and "is in use by another aecli process" in str(e):  # never touch another process's folder
+            write_status(run_dir, "interrupted", time.perf_counter() - start, error, stage=e.stage)
+            raise
+        if isinstance(e, Pruned):  # a search's pruner stopped it: not a failure, its checkpoints and rows stay
+            write_status(run_dir, "pruned", time.perf_counter() - start, error)
+            if multirun:
+                log.info(f"job pruned: {e}")
+                return None  # the sweeper reads `pruned` in the job's status.json
+            raise
+        if isinstance(e, (FolderInUse, RunFolderTaken)):  # never touch another process's or another run's folder
             pass
-        elif not isinstance(e, RunFolderTaken):  # never touch another run's folder
-            write_status(run_dir, "failed", time.perf_counter() - start,
-                         str(e) if known else f"{type(e).__name__}: {e}")
+        elif not multirun and created and only_hydra_wrote(run_dir) and not cfg.get("resume"):
+            remove_unstarted(run_dir)  # refused before it started: nothing to keep
+        else:
+            write_status(run_dir, "failed", time.perf_counter() - start, error)
         if not multirun:
-            if known:
-                exit_with(str(e), e.exit_code)
             raise
         # a failed job is marked failed in the sweep's summary and the sweep goes on; this attempt's failure is noted
         # beside the job folders too, for a job whose folder is another run's (its status.json is not ours)
-        note_failed_attempt(Path(hc.sweep.dir), hc.job.num, str(e) if known else f"{type(e).__name__}: {e}")
+        note_failed_attempt(sweep_dir, job_num, error)
         if known:
             log.error(f"job failed: {e}")
         else:  # a bug: keep its traceback in the job's log
-            log.exception(f"job failed: {type(e).__name__}: {e}")
+            log.exception(f"job failed: {error}")
         return None  # not NaN: Optuna's sweeper marks a None trial failed and goes on, a NaN stops it
     write_status(run_dir, "ok", time.perf_counter() - start, warnings=outcome.warnings,
                  optimized={outcome.metric: outcome.value})
     return outcome.value
+
+
+def run_job(cfg) -> float | None:
+    """Hydra's task, for the command line: train one run (`train_one`) in Hydra's output folder; returns its
+    `optimized_metric` at the best checkpoint (what a sweeper optimizes), None when it failed. A single run's
+    error ends the process in one line, with its exit code; a signal stops a sweep too."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    if multirun:  # jobs running side by side share the cores
+        share_cores(cfg, hc.launcher)
+    try:
+        return train_one(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task), multirun=multirun,
+                         sweep_dir=Path(hc.sweep.dir) if multirun else None,
+                         job_num=hc.job.num if multirun else None)
+    except AecliError as e:
+        drop_closed_output()  # `| tee log` killed by the same Ctrl-C: the line below must not fail
+        if multirun:  # a signal stops the sweep: the jobs after this one never start, and what ran is summarized
+            from aecli.sweep import summarize_sweep
+
+            summarize_sweep(Path(hc.sweep.dir), bool(cfg.get("report", True)))
+        exit_with(str(e), e.exit_code)
+
+
+def drop_closed_output() -> None:
+    """Send stdout and stderr to /dev/null when they are pipes whose reader has gone: `aecli train -m ... | tee log`
+    gets the same Ctrl-C as tee, and the sweep must still stop, record and summarize (its files are what is left)
+    and exit with the signal's code, not die of a write that can never succeed."""
+    import select
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+            poll = select.poll()
+            poll.register(fd, select.POLLOUT)
+            gone = any(event & (select.POLLERR | select.POLLHUP) for _, event in poll.poll(0))
+        except (OSError, ValueError, AttributeError):  # no file behind the stream (a notebook, a test's capture)
+            continue
+        if gone:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
 
 
 # -- launchers ----------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aecli import schema
 from aecli.errors import AecliError
+from aecli.rundir import CHECKPOINTS, RunDir
 
 log = logging.getLogger("aecli")
 
@@ -273,12 +274,12 @@ class MLflowLogger(Logger):
         run_id = self.start()
         self.log_scalars(final_scalars(metrics), 0)
         if self.artifacts:
-            for folder in ("images", "plots"):
-                for png in sorted((self.run_dir / folder).glob("*.png")):
-                    self.client.log_artifact(run_id, str(png), folder)
-            best = self.run_dir / "checkpoints" / "best.pt"
-            if best.is_file():
-                self.client.log_artifact(run_id, str(best), "checkpoints")
+            run = RunDir(self.run_dir)
+            for folder in (run.images, run.plots):
+                for png in sorted(folder.glob("*.png")):
+                    self.client.log_artifact(run_id, str(png), folder.name)
+            if run.best.is_file():
+                self.client.log_artifact(run_id, str(run.best), CHECKPOINTS)
         self.client.set_terminated(run_id)
 
 

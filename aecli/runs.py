@@ -9,6 +9,7 @@ import torch
 
 from aecli.checkpoint import find_checkpoint, load_checkpoint, load_model_state
 from aecli.config import build_dataset, build_model, resolve_device
+from aecli.rundir import CHECKPOINTS
 
 
 def load_trained(run: str | Path, which: str = "best", device: str = "auto"):
@@ -20,7 +21,7 @@ def load_trained(run: str | Path, which: str = "best", device: str = "auto"):
     model = build_model(ckpt["config"], info["image_shape"], len(info["classes"] or [])).to(dev)
     load_model_state(model, ckpt["config"], ckpt, path)
     model.eval()
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
     return model, ckpt, run_dir
 
 

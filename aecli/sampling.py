@@ -13,6 +13,7 @@ import torch
 
 from aecli.errors import AecliError
 from aecli.plots import save_grid
+from aecli.rundir import RunDir
 
 MODES = ("prior", "interpolate", "traverse")
 MAX_IMAGES = 1024  # one grid: 32 x 32 images at most (n=100000 once made a 9482x9512 PNG)
@@ -146,7 +147,7 @@ def sample_command(run: str, n: int = 64, out: str | None = None, seed: int = 0,
         else:
             title = f"{model.name}: one test image's code, each row moving one dimension (2nd to 98th percentile)"
             rows = [f"z{j + 1}" for j in range(len(images) // STEPS)]
-    target = Path(out) if out else unused(run_dir / "images" / name)
+    target = Path(out) if out else unused(RunDir(run_dir).images / name)
     try:
         return save_grid(images, target, nrow=nrow, title=title, row_labels=rows)
     except OSError as e:

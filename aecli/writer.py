@@ -11,13 +11,13 @@ The trainer decides what and when; this module only writes.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import torch
 
 from aecli.checkpoint import save_atomic
 from aecli.plots import class_rows, plot_losses, recon_labels, recon_pairs, save_grid
+from aecli.rundir import RunDir, write_metrics
 from aecli.sampling import draw_samples
 
 RECON_IMAGES = 32  # validation images in each epoch's reconstruction grid
@@ -27,23 +27,18 @@ SAMPLES = 64  # samples in each epoch's sample grid
 class RunWriter:
     def __init__(self, run_dir: Path, logger):
         self.run_dir = Path(run_dir)
+        self.run = RunDir(run_dir)
         self.logger = logger
 
     def prepare(self) -> None:
-        for name in ("checkpoints", "images", "plots"):
-            (self.run_dir / name).mkdir(parents=True, exist_ok=True)
+        for folder in (self.run.checkpoints, self.run.images, self.run.plots):
+            folder.mkdir(parents=True, exist_ok=True)
 
     def epoch(self, row: dict, rows: list[dict]) -> None:
         """An epoch's row: to the loggers, and metrics.csv rewritten with every row so far (columns in first-seen
         order, so a model whose terms change keeps every column)."""
         self.logger.log_epoch(row["epoch"], row)
-        fields: list[str] = []
-        for r in rows:
-            fields += [k for k in r if k not in fields]
-        with open(self.run_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_metrics(self.run_dir, rows)
 
     @torch.no_grad()
     def images(self, model, data, epoch: int, seed: int) -> None:
@@ -54,10 +49,10 @@ class RunWriter:
         x, y = split.batch(torch.arange(min(RECON_IMAGES, len(split)), device=split.images.device))
         recon = recon_pairs(x, model.reconstruct(x, y))
         name = f"{model.name} on {data.name}, epoch {epoch}"
-        save_grid(recon, self.run_dir / "images" / f"recon_epoch_{epoch:03d}.png",
+        save_grid(recon, self.run.images / f"recon_epoch_{epoch:03d}.png",
                   title=f"{name}: validation images and their reconstructions", row_labels=recon_labels(len(recon)))
         samples, nrow = draw_samples(model, SAMPLES, seed=seed)
-        save_grid(samples, self.run_dir / "images" / f"samples_epoch_{epoch:03d}.png", nrow=nrow,
+        save_grid(samples, self.run.images / f"samples_epoch_{epoch:03d}.png", nrow=nrow,
                   title=f"{name}: samples from the prior", row_labels=class_rows(nrow, len(samples),
                                                                                  data.classes if model.conditional else None))
         self.logger.log_images(epoch, {"recon": recon, "samples": samples})
@@ -65,7 +60,7 @@ class RunWriter:
 
     def checkpoint(self, state: dict, *names: str) -> None:
         """The same checkpoint under each name (last.pt, best.pt): serialized once, each file written atomically."""
-        save_atomic(state, *(self.run_dir / "checkpoints" / name for name in names))
+        save_atomic(state, *(self.run.checkpoints / name for name in names))
 
     def loss_plot(self, rows: list[dict], title: str, units: str, best_epoch: int) -> None:
-        plot_losses(rows, self.run_dir / "plots" / "loss.png", title=title, units=units, best_epoch=best_epoch)
+        plot_losses(rows, self.run.plots / "loss.png", title=title, units=units, best_epoch=best_epoch)

@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from aecli.plots import GRID_FONT
+
 from conftest import run_cli, tiny_overrides
 
 
@@ -68,7 +70,7 @@ def test_sample_writes_a_grid_where_it_says(vae_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert str(target) in proc.stdout
     with Image.open(target) as im:  # 4x4 cells of 28 pixels drawn at 2x with their padding, under a title line
-        assert im.size[0] == 4 * 56 + 5 * 4 and im.size[1] == 4 * 56 + 5 * 4 + 24
+        assert im.size[0] == 4 * 56 + 5 * 4 and im.size[1] == 4 * 56 + 5 * 4 + GRID_FONT + 12  # the title
     again = tmp_path / "again.png"
     run_cli("sample", f"run={run}", "n=16", f"out={again}", "seed=3", cwd=tmp_path)
     assert target.read_bytes() == again.read_bytes()  # the seed fixes the samples

@@ -107,8 +107,11 @@ def test_sample_modes_write_grids_of_the_right_shape(vae_run, tmp_path):
     from aecli.sampling import STEPS, interpolation_images, pick_pairs, sample_command
 
     run, _ = vae_run
-    # save_grid draws 28-pixel images at 2x with 4-pixel padding, under a 24-pixel title; traversals label each row
-    size = lambda rows, labels=0: (labels + STEPS * 56 + (STEPS + 1) * 4, 24 + rows * 56 + (rows + 1) * 4)  # noqa: E731
+    # save_grid draws 28-pixel images at 2x with 4-pixel padding, under a title line; traversals label each row
+    from aecli.plots import GRID_FONT
+
+    title = GRID_FONT + 12
+    size = lambda rows, labels=0: (labels + STEPS * 56 + (STEPS + 1) * 4, title + rows * 56 + (rows + 1) * 4)  # noqa: E731
     path = sample_command(str(run), n=16, mode="interpolate", device="cpu", out=str(tmp_path / "i.png"))
     assert Image.open(path).size == size(2)
     path = sample_command(str(run), n=64, mode="traverse", device="cpu", out=str(tmp_path / "t.png"))

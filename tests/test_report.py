@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aecli import report
+from aecli import report, rundir
 from aecli.errors import AecliError
 from aecli.report import report_command
 from conftest import run_cli, tiny_overrides
@@ -155,7 +155,9 @@ def test_report_renders_in_a_browser(sweep, tmp_path):
         document.querySelector("table.runs th:nth-child(3)").click();  // sort by optimized, ascending
         document.getElementById("probe").textContent = JSON.stringify({
           images: imgs.length, decoded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
-          sorted: [...document.querySelectorAll("table.runs tbody tr")].map(r => r.cells[2].dataset.v)});
+          sorted: [...document.querySelectorAll("table.runs tbody tr")].map(r => r.cells[2].dataset.v),
+          page_fits: document.documentElement.scrollWidth <= window.innerWidth,
+          table_fits: [...document.querySelectorAll("div.scroll")].every(d => d.scrollWidth <= d.clientWidth)});
       });</script></body>"""
     probed = tmp_path / "probed.html"
     probed.write_text(source.replace("</body>", probe))
@@ -170,13 +172,16 @@ def test_report_renders_in_a_browser(sweep, tmp_path):
     inked = 1 - white / (image.width * image.height)
     assert len(colours) > 500 and inked > 0.05, (len(colours), inked)  # plots and digits, not a white page
 
-    proc = chromium(probed.as_uri(), tmp_path, "--dump-dom", "--virtual-time-budget=5000")
+    proc = chromium(probed.as_uri(), tmp_path, "--dump-dom", "--virtual-time-budget=5000", "--window-size=1400,3000")
     dom = Page(proc.stdout)
     assert len(dom.rows) == 3 and all(src.startswith("data:image/png") for src in dom.images), proc.stderr[-2000:]
     result = json.loads(dom.probe)
     assert result["images"] == result["decoded"] == len(dom.images) == expected_images(out)
     values = [float(v) for v in result["sorted"]]
     assert values == sorted(values)  # the click sorted the table
+    assert result["page_fits"] and result["table_fits"], result  # nothing scrolls sideways at 1400 px
+    phone = chromium(probed.as_uri(), tmp_path, "--dump-dom", "--virtual-time-budget=5000", "--window-size=390,844")
+    assert json.loads(Page(phone.stdout).probe)["page_fits"]  # on a phone only the table scrolls, not the page
 
 
 # -- bad input ----------------------------------------------------------------------------------------
@@ -208,14 +213,55 @@ def test_settings_plots_one_line_per_model_and_log_axes(monkeypatch):
                          "optimized_metric": "val_recon"})
             settings.append({"model": model, "lambda": lam})
     drawn = []
-    real = report.png_uri
-    monkeypatch.setattr(report, "png_uri", lambda fig: drawn.append(fig) or real(fig))
+    real = report.png_bytes
+    monkeypatch.setattr(report, "png_bytes", lambda fig: drawn.append(fig) or real(fig))
     figures = report.setting_plots(rows, settings)
     assert [title for title, _ in figures] == ["val_recon, test_probe_acc against lambda"]
     axes = drawn[0].axes
     assert [line.get_label() for line in axes[0].get_lines()] == ["model=ae", "model=cae"]
     assert axes[0].get_xscale() == "symlog" and axes[0].get_yscale() == "linear"
-    assert report.spans_decades([0.01, 1]) and not report.spans_decades([1, 10]) and not report.spans_decades([0, 5])
+    # each line in the same colour in every panel
+    assert [line.get_color() for line in axes[0].get_lines()] == [line.get_color() for line in axes[1].get_lines()]
+
+
+def test_learning_curves_one_panel_per_data_set_one_colour_per_run_whole_epochs(tmp_path, monkeypatch):
+    """Runs of MNIST and Fashion-MNIST are drawn on two panels (one "epochs" axis mixed them), each run in its own
+    colour, and a 2-epoch curve has ticks at whole epochs only (1.0, 1.2, ... before)."""
+    from test_runtable import make_run
+
+    runs = [make_run(tmp_path / str(i), [f"lambda={i}"], [90.0 - i, 80.0 - i], data=data)
+            for i, data in enumerate(("mnist", "fashion_mnist", "mnist"))]
+    records = [rundir.read_run(run) for run in runs]
+    rows = [report.row_of(record, record.path.name) for record in records]
+    drawn = []
+    real = report.png_bytes
+    monkeypatch.setattr(report, "png_bytes", lambda fig: drawn.append(fig) or real(fig))
+    (title, _), = report.curves_plots(rows, records)
+    assert "one panel per data set" in title
+    mnist, fashion = drawn[0].axes
+    assert [ax.get_title() for ax in (mnist, fashion)] == ["data=mnist", "data=fashion_mnist"]
+    assert [line.get_label() for line in mnist.get_lines()] == ["0", "2"]
+    colours = [line.get_color() for ax in (mnist, fashion) for line in ax.get_lines()]
+    assert len(set(map(str, colours))) == 3
+    ticks = [t for t in mnist.get_xticks() if 1 <= t <= 2]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_the_table_leaves_bookkeeping_to_each_run_and_names_skipped_metrics(tmp_path):
+    """test_images, iw_images, iw_samples and iw_seconds are not compared: they are in each run's protocol line,
+    not table columns (they made the table scroll at 1400 px); whole numbers print whole (10000, not 1e+04);
+    metrics eval skipped for lack of labels are said."""
+    from test_runtable import make_run
+
+    evaluation = {"recon_bce": 80.0, "iw_bound": -95.0, "elbo": -97.0, "iw_images": 10000, "iw_samples": 5000,
+                  "iw_seconds": 12.5, "test_images": 10000, "model": "vae",
+                  "skipped": {"probe_acc": "the data set faces has no labels"}}
+    run = make_run(tmp_path / "run", ["lr=0.1"], [90.0], evaluation=evaluation)
+    text = html.unescape(report_command([str(run)]).read_text())
+    head = text[text.index("<thead>"):text.index("</thead>")]
+    assert "iw_bound" in head and not any(k in head for k in ("test_images", "iw_images", "iw_samples", "iw_seconds"))
+    assert "iw_images: 10000" in text and "test_images: 10000" in text and "1e+04" not in text
+    assert "probe_acc (the data set faces has no labels)" in text
 
 
 def test_sweep_summary_writes_the_report_unless_report_false(tmp_path, capsys):

@@ -15,7 +15,6 @@ import pytest
 from aecli.cli import main
 from aecli.config import validate
 from aecli.errors import AecliError
-from aecli.job import check_new_run_dir
 from aecli.train import Interrupted, Trainer
 
 from conftest import tiny_overrides
@@ -62,54 +61,6 @@ def test_a_bad_value_fails_the_cli_before_any_work(data_root, tmp_path, capsys, 
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_a_new_run_never_writes_into_an_existing_run_folder(tmp_path, capsys):
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "last.pt").write_bytes(b"precious")
-    before = sorted(p.name for p in run.rglob("*"))
-    code, err = cli_error(capsys, "train", f"hydra.run.dir={run}")
-    assert code == 2 and f"hydra.run.dir={run} already holds a run" in err and f"resume={run}" in err
-    assert sorted(p.name for p in run.rglob("*")) == before  # Hydra never started: no .hydra/ written
-    with pytest.raises(AecliError, match="already holds a run"):  # and again inside the task
-        check_new_run_dir(run)
-    check_new_run_dir(tmp_path / "fresh")
-
-
-def test_an_unwritable_output_folder_is_named(tmp_path, capsys):
-    (tmp_path / "file").write_text("x")
-    code, err = cli_error(capsys, "train", f"hydra.run.dir={tmp_path / 'file' / 'run'}")
-    assert code == 2 and f"cannot write the run folder {tmp_path / 'file' / 'run'}" in err
-
-
-# -- one process per run folder; ending well ----------------------------------------------------------------
-def test_a_run_folder_is_owned_by_one_process(tmp_path, data_root):
-    """A second `aecli train` (or a resume) pointed at a folder another process is using gets one line naming it;
-    the lock is the OS's, so a process that dies leaves nothing stuck."""
-    from aecli import job
-    from conftest import run_cli
-
-    folder = tmp_path / "run"
-    job.lock_folder(folder)  # this test's process owns it, as a running run would
-    try:
-        proc = run_cli("train", *tiny_overrides(data_root), f"hydra.run.dir={folder}", cwd=tmp_path)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr
-        assert f"is in use by another aecli process (pid {os.getpid()})" in proc.stderr
-        assert not (folder / ".hydra").exists()  # refused before Hydra wrote anything
-    finally:
-        job._locks.pop(folder.absolute()).close()  # released: the next run takes it
-    proc = run_cli("train", *tiny_overrides(data_root), f"hydra.run.dir={folder}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-
-
-def test_a_folder_whose_run_never_trained_is_reused(tmp_path, data_root):
-    """A bad value found inside the run (here an optimized_metric this model does not write) leaves a failed
-    status.json; the corrected command with the same hydra.run.dir then runs, where it was refused."""
-    from conftest import run_cli
-
-    bad = run_cli("train", *tiny_overrides(data_root), "optimized_metric=val_nope", "hydra.run.dir=run", cwd=tmp_path)
-    assert bad.returncode == 2 and "optimized_metric=val_nope" in bad.stderr
-    good = run_cli("train", *tiny_overrides(data_root), "hydra.run.dir=run", cwd=tmp_path)
-    assert good.returncode == 0, good.stderr[-2000:]
 
 
 def test_a_signal_during_the_final_evaluation_says_how_to_finish_it(tmp_path, data_root):

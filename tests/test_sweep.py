@@ -6,15 +6,20 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
+import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from aecli import job, sweep
+from aecli import job, runtable, sweep  # noqa: F401  (sweep: the resolvers conf/hparams_search uses)
 from aecli.cli import config_dir
 from aecli.config import build_model
 from aecli.errors import AecliError
@@ -93,68 +98,18 @@ def test_failing_job_is_marked_failed_and_the_others_finish(grid):
 def test_runs_sorts_any_set_of_runs(grid, capsys):
     out, rows, _ = grid
     ok = sorted((float(r["val_loss"]), r["run"]) for r in rows if r["status"] == "ok")
-    got = sweep.runs_command([str(out)], sort="val_loss")
+    got = runtable.runs_command([str(out)], sort="val_loss")
     assert [r["run"] for r in got] == [run for _, run in ok] + ["1", "3"]  # runs without the value go last
-    got = sweep.runs_command([str(out / "2"), str(out / "0")], sort="-val_loss")
+    got = runtable.runs_command([str(out / "2"), str(out / "0")], sort="-val_loss")
     assert [r["val_loss"] for r in got] == [v for v, _ in reversed(ok)]
     assert "2 runs" in capsys.readouterr().out
     with pytest.raises(AecliError, match="sort=psnr is not a column.*allowed run, optimized, val_loss"):
-        sweep.runs_command([str(out)], sort="psnr")
+        runtable.runs_command([str(out)], sort="psnr")
     # without sort=, best first by each run's optimized_metric (val_recon at its best checkpoint)
     by_metric = sorted((float(r["optimized"]), r["run"]) for r in rows if r["status"] == "ok")
-    assert [r["run"] for r in sweep.runs_command([str(out)])] == [run for _, run in by_metric] + ["1", "3"]
+    assert [r["run"] for r in runtable.runs_command([str(out)])] == [run for _, run in by_metric] + ["1", "3"]
     with pytest.raises(AecliError, match="is not a folder"):
-        sweep.runs_command([str(out / "missing")])
-
-
-def test_summary_reads_eval_json_and_status(tmp_path):
-    run = tmp_path / "a"
-    run.mkdir()
-    (run / "metrics.csv").write_text("epoch,val_loss,val_recon\n1,5.0,4.0\n2,3.0,2.5\n3,nan,nan\n4,3.5,1.0\n")
-    (run / "eval.json").write_text(json.dumps({"test_bce": 80.5, "probe": {"accuracy": 0.9}, "model": "cae"}))
-    row = sweep.summarize(run, "a")
-    assert (row["val_loss"], row["val_recon"], row["epoch"]) == (3.0, 2.5, 2)  # the best epoch, NaN skipped
-    assert row["test_bce"] == 80.5 and row["test_probe.accuracy"] == 0.9 and "test_model" not in row
-    assert row["status"] == "unknown"  # no status.json: still running, or killed
-    job.write_status(run, "ok", 12.3456)
-    assert sweep.summarize(run, "a")["status"] == "ok" and sweep.summarize(run, "a")["seconds"] == 12.346
-
-
-def test_the_table_is_compact_and_fits_the_terminal(capsys, monkeypatch):
-    """The run, what varies, the status, the optimized metric and headline test numbers; what every run shares
-    once below; never wider than the terminal (or 100 columns in a pipe); errors one line each; columns= chooses."""
-    rows = [{"run": str(i), "overrides": f"data.root=/d lambda={i} lr=0.0012520653814999472", "val_loss": 1.0 + i,
-             "test_recon_bce": 80.0 + i, "test_pixel_probe_acc": 0.9, "test_probe_acc": 0.8, "seconds": 1.0,
-             "status": "ok" if i < 3 else "failed", "error": "lambda=-1 is not allowed: " + "x" * 300,
-             "optimized": 70.0 + i, "optimized_metric": "val_recon"} for i in (1, 2, 3)]
-    rows[0]["error"] = rows[1]["error"] = None
-    for width in (60, 100, 200):
-        monkeypatch.setenv("COLUMNS", str(width))
-        sweep.print_table(rows, "t")
-        out = capsys.readouterr().out
-        assert max(len(line) for line in out.splitlines()) <= width, out
-        header = next(line for line in out.splitlines() if "run" in line and "status" in line)
-        assert "val_recon" in header and "lambda=" not in header
-        assert "every run: data.root=/d lr=0.001252" in out  # shared overrides once, long numbers shortened
-        assert sum("3 failed: lambda=-1" in line for line in out.splitlines()) == 1  # one line, cut to the width
-    assert "recon_bce" in header and "probe_acc" in header and "pixel" not in header  # at 200 columns
-    sweep.print_table(rows, "t", ["run", "test_pixel_probe_acc"])
-    assert "pixel_probe_acc" in capsys.readouterr().out
-    with pytest.raises(AecliError, match="columns=nope is not a column"):
-        sweep.print_table(rows, "t", ["nope"])
-
-
-def test_thread_share(monkeypatch):
-    monkeypatch.setattr(job, "available_cores", lambda: 16)
-    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
-    assert job.thread_share({"_target_": joblib, "n_jobs": 4}) == 4
-    assert job.thread_share({"_target_": joblib, "n_jobs": -1}) == 1  # -1: all 16 cores, 16 jobs at a time
-    assert job.thread_share({"_target_": joblib, "n_jobs": -9}) == 2  # 16 + 1 - 9 = 8 jobs at a time
-    assert job.thread_share({"_target_": joblib, "n_jobs": 64}) == 1
-    local = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
-    assert job.thread_share({"_target_": local, "cpus_per_task": 3}) == 3
-    assert job.thread_share({"_target_": local, "cpus_per_task": None}) is None
-    assert job.thread_share({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}) is None
+        runtable.runs_command([str(out / "missing")])
 
 
 # -- search and launchers ----------------------------------------------------------------------------
@@ -290,3 +245,50 @@ def test_a_sweep_folder_of_another_sweep_is_refused_job_by_job(tmp_path, data_ro
     _, rows, said = multirun(tmp_path, *smallest(data_root), "latent_dim=5,6", expect=1)
     assert "latent_dim=5 differs from the checkpoint's latent_dim=2" in said
     assert (out / "0" / "status.json").read_text() == status  # the earlier sweep's record is untouched
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_whose_output_pipe_is_gone(tmp_path, data_root):
+    """`aecli train -m ... 2>&1 | tee log` and Ctrl-C: tee dies of the same SIGINT, so every later write fails. The
+    sweep still stops at once: job 0 is marked interrupted, jobs 1 and 2 never start, the summary of what ran is
+    written, and the exit code is the signal's (jobs 1 and 2 ran to completion invisibly, with no summary)."""
+    out = tmp_path / "sweep"
+    exe = shutil.which("aecli")
+    cmd = [exe] if exe else [sys.executable, "-m", "aecli.cli"]
+    proc = subprocess.Popen([*cmd, "train", "-m", *smallest(data_root, epochs=500), "latent_dim=2,3,4",
+                             f"hydra.sweep.dir={out}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "0" / "metrics.csv").is_file():  # job 0 is training
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep did not start"
+            time.sleep(0.1)
+        proc.stdout.close()  # the reader of the pipe (tee) is gone
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C goes to the whole process group
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert code == 130
+    assert json.loads((out / "0" / "status.json").read_text())["status"] == "interrupted"
+    assert not (out / "1").exists() and not (out / "2").exists()
+    rows = read_csv(out / "summary.csv")
+    assert [(r["run"], r["status"]) for r in rows] == [("0", "interrupted")]
+    assert (out / "report.html").is_file()
+
+
+def test_the_sweep_table_is_best_first_and_the_summary_in_job_order(tmp_path, capsys, monkeypatch):
+    """docs/sweeps.md: the table at the end of a sweep is sorted by the optimized metric (it was in job order);
+    summary.csv keeps the job order."""
+    from aecli.sweep import summarize_sweep
+    from test_runtable import make_run
+
+    monkeypatch.setenv("COLUMNS", "120")
+    for job_num, val in enumerate((90.0, 70.0, 80.0)):
+        make_run(tmp_path / str(job_num), [f"lambda={job_num}"], [val])
+    summarize_sweep(tmp_path, report=False)
+    table = [line.split("│")[1].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    assert [run for run in table if run] == ["1", "2", "0"]
+    assert [r["run"] for r in read_csv(tmp_path / "summary.csv")] == ["0", "1", "2"]

@@ -280,7 +280,7 @@ class AecliOptunaSweeper(Sweeper):
         return failed
 
     def outcome(self, ret, folder: Path) -> tuple[TrialState, list[float] | None]:
-        from aecli.job import read_status
+        from aecli.rundir import read_status
 
         status = read_status(folder).get("status")
         if status == "pruned":
@@ -313,18 +313,13 @@ class AecliOptunaSweeper(Sweeper):
 
 
 def objective_values(run_dir: Path, metrics: list[str]) -> list[float | None]:
-    """Each metric of a finished run: a metrics.csv column in the best checkpoint's epoch (the lowest val_loss, as
-    the trainer keeps best.pt), or a test_ metric of the evaluation of best.pt (eval.json)."""
-    import csv
+    """Each metric of a finished run: a metrics.csv column in the best checkpoint's epoch, or a test_ metric of the
+    evaluation of best.pt (eval.json)."""
+    from aecli.rundir import number, read_eval, read_metrics
+    from aecli.runtable import best_row, eval_metrics
 
-    from aecli.rundir import METRICS
-    from aecli.sweep import _float, eval_metrics
-
-    with open(run_dir / METRICS, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if _float(r.get("val_loss")) is not None]
-    best = min(rows, key=lambda r: _float(r["val_loss"])) if rows else {}
-    tests = eval_metrics(run_dir)
-    return [tests.get(m) if m.startswith("test_") else _float(best.get(m)) for m in metrics]
+    best, tests = best_row(read_metrics(run_dir)), eval_metrics(read_eval(run_dir))
+    return [tests.get(m) if m.startswith("test_") else number(best.get(m)) for m in metrics]
 
 
 def consecutive(trials: list[optuna.Trial]) -> list[list[optuna.Trial]]:
