@@ -210,29 +210,31 @@ def read_eval(folder: str | Path) -> dict:
         return {}
 
 
+def read_record(path: Path, *keys: str) -> Any:
+    """One of Hydra's records of a run (.hydra/*.yaml) as plain data, or the value under `keys` in it (None when
+    the file, or the key, is missing or unreadable)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def read_overrides(folder: str | Path) -> list[str]:
     """The command-line overrides the run was started with (.hydra/overrides.yaml), as the user wrote them."""
-    path = RunDir(folder).overrides_file
-    if not path.is_file():
-        return []
-    from omegaconf import OmegaConf
-
-    return [str(o) for o in OmegaConf.load(path)]
+    return [str(o) for o in read_record(RunDir(folder).overrides_file) or []]
 
 
 def read_data_set(folder: str | Path) -> str | None:
     """The run's data set as chosen (`data=fashion_mnist`; `images:PATH` for data=images), from Hydra's record."""
     run = RunDir(folder)
-    if not run.hydra_file.is_file():
-        return None
-    from omegaconf import OmegaConf
-
-    try:
-        choice = OmegaConf.select(OmegaConf.load(run.hydra_file), "hydra.runtime.choices.data", default=None)
-        if choice == "images":
-            return f"images:{OmegaConf.select(OmegaConf.load(run.config_file), 'data.path', default='?')}"
-    except Exception:  # an unreadable record: the run is listed without its data set
-        return None
+    choice = read_record(run.hydra_file, "hydra", "runtime", "choices", "data")
+    if choice == "images":
+        return f"images:{read_record(run.config_file, 'data', 'path') or '?'}"
     return None if choice is None else str(choice)
 
 

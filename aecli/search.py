@@ -146,13 +146,10 @@ def lock_is_held(path: Path) -> bool:
 def pareto_runs(sweep_dir: Path) -> list[str] | None:
     """The run folders (trial numbers) of a multi-objective study's Pareto front, from the sweep folder's results
     file the sweeper writes; None for a search with one objective (or no results)."""
-    path = Path(sweep_dir) / RESULTS
-    if not path.is_file():
-        return None
-    from omegaconf import OmegaConf
+    from aecli.rundir import read_record
 
-    solutions = OmegaConf.load(path).get("solutions")
-    return None if solutions is None else [str(s.run) for s in solutions]
+    solutions = read_record(Path(sweep_dir) / RESULTS, "solutions")
+    return None if solutions is None else [str(s["run"]) for s in solutions]
 
 
 # -- the job's side: report each epoch to its trial ---------------------------------------------------
