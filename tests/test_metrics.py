@@ -148,3 +148,12 @@ def test_principal_components_find_the_line_the_codes_lie_on():
     assert p[:, 0].abs().tolist() == pytest.approx((t - t.mean()).abs().tolist(), abs=1e-4)
     assert p[:, 1].abs().max().item() < 1e-4
     assert torch.equal(metrics.principal_components(z[:, :2]), z[:, :2])  # two dimensions: the codes themselves
+
+
+def test_contraction_of_a_linear_map_is_its_gain_at_every_radius():
+    x = torch.rand(200, 1, 4, 4)
+    assert metrics.contraction_ratios(lambda v: 0.5 * v.flatten(1), x, (0.1, 1.0, 10.0)) == pytest.approx([0.5] * 3)
+    # a saturating code contracts more the farther one goes
+    ratios = metrics.contraction_ratios(lambda v: torch.sigmoid(20 * v.flatten(1)), x, (0.01, 1.0, 10.0),
+                                        torch.Generator().manual_seed(0))
+    assert ratios[0] > ratios[1] > ratios[2]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from aecli.models.base import bernoulli_nll
 from aecli.models.vae import VAE, cb_log_norm, cb_mean, gaussian_kl
+from aecli.nets.mlp import MLP
 from conftest import as_net
 
 NET = as_net({"name": "mlp", "hidden": [32], "activation": "relu"})
@@ -162,3 +163,20 @@ def test_posterior_samples_and_the_collapse_symptom():
     torch.testing.assert_close(((z - mu) / (0.5 * logvar).exp()).std(), torch.tensor(1.0), atol=0.02, rtol=0)
     assert model.collapse_symptom({"kl": 0.4})[0] == "posterior_collapse"
     assert model.collapse_symptom({"kl": 25.0}) is None
+
+
+def test_batched_elbo_terms_equal_the_per_sample_terms():
+    """elbo_terms decodes all k samples in one batch: each column is the log-weight of its own sample."""
+    torch.manual_seed(0)
+    model = VAE(MLP([16], "tanh"), latent_dim=3).eval()
+    x = (torch.rand(5, 1, 28, 28) < 0.3).float()
+    torch.manual_seed(1)
+    log_w = model.elbo_terms(x, k=4)
+    torch.manual_seed(1)
+    eps = torch.randn(4, 5, 3)
+    mu, logvar = model.posterior(x)
+    for i in range(4):
+        z = mu + torch.exp(0.5 * logvar) * eps[i]
+        log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
+        log_qz = -0.5 * (eps[i].pow(2) + logvar + math.log(2 * math.pi)).sum(1)
+        assert torch.allclose(log_w[i], model.log_likelihood(model.decoder(z), x) + log_pz - log_qz, atol=1e-4)
