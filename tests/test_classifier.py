@@ -21,3 +21,22 @@ def test_cnn_classifier_trains_to_its_target_and_is_cached(data_root, tmp_path, 
     assert net.features(small.test.batch(torch.arange(5))[0]).shape == (5, classifier.CNN_FEATURE_DIM)
     again, acc = classifier.load_paper_classifier(small, torch.device("cpu"), str(tmp_path))  # from the cache
     assert acc == test_acc and torch.equal(again.head.weight, net.head.weight)
+
+
+def test_the_one_time_classifier_training_says_so_and_where_it_is_cached(data_root, tmp_path, caplog):
+    from aecli import classifier
+    from aecli.data import Data
+
+    full = MNIST(root=str(data_root), download=False).load(torch.device("cpu"))
+    small = Data("mnist", full.classes, full.image_shape, full.train.head(1000), full.val.head(200),
+                 full.test.head(200), full.train_all.head(1000), key="mnist_small")
+    with caplog.at_level("INFO", logger="aecli"):
+        classifier.load_classifier(small, torch.device("cpu"), 2, str(tmp_path))
+    lines = [r.getMessage() for r in caplog.records]
+    what = "eval: training the mnist feature classifier once (2 epochs on 1,000 images)"
+    assert f"{what}; cached in {tmp_path / 'mnist_small_classifier_v2_e2.pt'}" in lines
+    assert any(line.startswith(f"{what}: ") for line in lines)  # its time, when it ends
+    caplog.clear()
+    with caplog.at_level("INFO", logger="aecli"):
+        classifier.load_classifier(small, torch.device("cpu"), 2, str(tmp_path))  # from the cache: silent
+    assert not [r for r in caplog.records if "training" in r.getMessage()]

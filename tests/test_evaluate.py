@@ -296,3 +296,30 @@ def test_an_evaluation_records_its_protocol_and_draws_the_curves(data_root, tmp_
     assert len(e["contraction"]) == len(e["contraction_radii"]) == len(ev.CONTRACTION_RADII)
     assert math.isfinite(e["parzen_ll"]) and e["parzen_sigma"] in parzen.SIGMAS and e["parzen_se"] > 0
     assert (run / "plots" / "filters.png").is_file() and (run / "plots" / "contraction.png").is_file()
+
+
+def test_every_evaluation_stage_says_what_it_does_and_its_time(small_data, caplog):
+    """Not a terminal: one line per stage when it ends (on a terminal, a rich line for each), so a long evaluation
+    is never silent."""
+    torch.manual_seed(0)
+    model = VAE(MLP([32], "relu"), latent_dim=3).eval()
+    s = ev.eval_settings({"test_images": 300, "probe_train_images": 300, "jacobian_images": 20, "iw_samples": 10,
+                          "iw_images": 20, "mmd_images": 100, "frechet_images": 300})
+    with caplog.at_level("INFO", logger="aecli"):
+        ev.evaluate(model, small_data, s)
+    stages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval: ")]
+    for what in ("reconstructions and codes of 300 test images", "encoder Jacobian (20 images)",
+                 "ELBO and IW bound (10 samples of each image)", "MMD of 100 posterior samples",
+                 "linear probe and 5-NN on the codes of 300 training images", "Fréchet distance of 300 samples"):
+        assert any(line.startswith(f"eval: {what}") and line.endswith("s") for line in stages), (what, stages)
+
+
+def test_a_stage_on_a_terminal_is_a_rich_line_that_fills():
+    from aecli.progress import StageProgress
+
+    with StageProgress("eval: counting", total=4, bar=True) as bar:
+        assert bar._progress.live.is_started
+        for _ in range(4):
+            bar.advance()
+    assert bar._progress.tasks[0].completed == 4 and bar._progress.tasks[0].finished
+    assert not bar._progress.live.is_started  # stopped: the line stays, ticked
