@@ -170,6 +170,13 @@ def test_paper_experiments_compose_and_build(name):
         assert (cfg.data.binarize, list(cfg.net.hidden), cfg.latent_dim, cfg.net.activation) == \
             ("dynamic", [200, 200], 50, "tanh")
     assert ev.first_layer_weight(model) is not None  # every reproduction draws its filters
+    if name in ("paper_ae_mnist", "paper_cae_mnist", "paper_dae_mnist"):  # Rifai et al.'s models: W' = W^T, sigmoid
+        assert (cfg.model.tied, cfg.model.code_activation, list(cfg.net.hidden)) == (True, "sigmoid", [])
+        assert model.decoder.out.weight is model.encoder.out.weight
+    if name == "paper_iwae_mnist":
+        assert cfg.model.iw_samples == 5 and cfg.data.binarize == "dynamic"
+    if name == "paper_aae_mnist":
+        assert (cfg.model.prior_std, cfg.latent_dim, list(cfg.net.hidden)) == (5.0, 8, [1200, 1200])
 
 
 # -- the paper classifier and what an evaluation records -----------------------------------------------------

@@ -29,6 +29,7 @@ class Options(schema.Options):
     noise: str = schema.choice("masking", "gaussian", "salt_pepper")  # the corruption q(x~|x)
     level: float = schema.number(0.25, low=0, high=1)  # sigma for gaussian, the fraction of pixels corrupted otherwise
     code_activation: str = code_activation()
+    tied: bool = schema.boolean(False)  # decoder weights = the encoder's transposed (Vincent et al. 2010; mlp)
     recon_loss: str = recon_loss()
 
 
