@@ -283,7 +283,8 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
     with StageProgress(f"eval: encoder Jacobian ({n_jac:,} images) and contraction curve ({n_con:,})"):
         out["jacobian_fro"] = encoder_jacobian(model, data.test, n_jac)
         out["contraction_radii"] = list(CONTRACTION_RADII)
-        out["contraction"] = contraction_curve(model, data.test, n_con, torch.Generator(device=device).manual_seed(seed))
+        out["contraction"] = contraction_curve(model, data.test, n_con,
+                                               torch.Generator(device=device).manual_seed(seed))
     if model.elbo:
         n_iw = min(s.iw_images or len(data.test), len(data.test))
         start = time.perf_counter()
@@ -326,7 +327,8 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
     floors = cached_json(folder / "floors.json", key, floors_once)
     out.update({k: v for k, v in floors.items() if k != "frechet_floor"})
 
-    with StageProgress(f"eval: Fréchet distance of {n_f:,} samples" + (", label accuracy" if model.conditional else "")):
+    labels = ", label accuracy" if model.conditional else ""
+    with StageProgress(f"eval: Fréchet distance of {n_f:,} samples{labels}"):
         x_f, y_f = data.test.batch(torch.arange(n_f, device=device))
         samples = draw(model, n_f, generator, y_f if model.conditional else None)
         out["frechet"] = metrics.frechet_distance(features(classifier, samples), features(classifier, x_f))

@@ -100,7 +100,8 @@ class StageProgress:
     def __enter__(self):
         self.start = time.perf_counter()
         if self.bar:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                                       TimeElapsedColumn)
 
             columns = [SpinnerColumn(finished_text="[green]✓"), TextColumn(self.what), TimeElapsedColumn()]
             if self.total is not None:

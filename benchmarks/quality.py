@@ -271,7 +271,8 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
 
     def nll(run):
         e = run["eval"]
-        return f"**{-e['iw_bound']:.2f} nats** (k={e['iw_samples']}, {e['iw_images']:,} test images; ELBO {-e['elbo']:.2f})"
+        return (f"**{-e['iw_bound']:.2f} nats** (k={e['iw_samples']}, {e['iw_images']:,} test images; "
+                f"ELBO {-e['elbo']:.2f})")
 
     def aae_gap(run):
         e = run["eval"]
