@@ -244,9 +244,9 @@ def main() -> None:
 
 #: how paper_cae_mnist's lambda was chosen (docs/results.md), and the command that chooses it again
 CAE_LAMBDA = [
-    "The CAE's lambda (`paper_cae_mnist`) is chosen on short runs as Rifai et al. chose theirs, by the "
-    "classification accuracy of the codes (here the linear probe of `aecli eval`, on test images: aecli has no "
-    "validation probe), among the values that keep the contraction curve from going flat:",
+    "The CAE's lambda (`paper_cae_mnist`: 1) is chosen on short runs as Rifai et al. chose theirs, by the "
+    "classification accuracy of the codes (here the linear probe of `aecli eval`, on the first 2,000 test images: "
+    "aecli has no probe on the validation split):",
     "",
     "```bash",
     "uv run aecli train -m experiment=paper_cae_mnist 'lambda=0.01,0.1,1,10' data.limit=5000 epochs=5 "
