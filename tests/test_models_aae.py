@@ -37,3 +37,5 @@ def test_dropout_in_the_encoder_and_decoder_only_while_training():
     assert torch.equal(model.encode(x), model.encode(x))
     with pytest.raises(AecliError, match="model.prior_std=0 is not allowed"):
         AAE(MLP([8], "relu"), latent_dim=2, prior_std=0)
+    with pytest.raises(AecliError, match="model.prior_std=5 is for prior=gaussian"):
+        AAE(MLP([8], "relu"), latent_dim=2, prior="mixture", prior_std=5.0)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from aecli import schema
+from aecli.errors import AecliError
 from aecli.models.base import IMAGE_SHAPE, Autoencoder, bernoulli_nll, make_optimizer
 from aecli.models.prior import GaussianMixture
 from aecli.nets import linear_head
@@ -49,6 +50,9 @@ class AAE(Autoencoder):
 
     def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
         super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
+        if self.prior != "gaussian" and self.prior_std != 1.0:
+            raise AecliError(f"model.prior_std={self.prior_std:g} is for prior=gaussian: the mixture prior has its own "
+                             f"scale (leave model.prior_std at 1 or set model.prior=gaussian)")
         self.encoder = net.encoder(self.image_shape, self.latent_dim, dropout=self.dropout)
         self.decoder = net.decoder(self.image_shape, self.latent_dim, dropout=self.dropout)
         # D(z): the logit of "z was drawn from the prior"; ReLU hidden layers as in the paper (Sec. 4)
