@@ -321,7 +321,7 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
     def contraction(run):
         e = run["eval"]
         curve = ", ".join(f"{e['contraction'][i]:.3g} at {radii[i]:g}" for i in pick)
-        return f"contraction {curve}; probe **{e['probe_acc']:.1%}**, kNN {e['knn_acc']:.1%}; ||J_f||_F " \
+        return f"contraction {curve}; probe **{e['probe_acc']:.1%}**, kNN {e['knn_acc']:.1%}; ‖J_f‖_F " \
                f"{e['jacobian_fro']:.3g}"
 
     for name in ("cae", "dae", "ae"):
