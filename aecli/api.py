@@ -48,7 +48,28 @@ class Run:
         """Images as the model takes them: float in [0, 1] on its device (uint8 0..255 is scaled)."""
         x = torch.as_tensor(x)
         x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
-        return x.to(self.device)
+        return self._image_batch(x).to(self.device)
+
+    def _image_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """x as [N, C, H, W] of the run's image shape: [N, C, H, W] or [C, H, W], and for a one-channel run [N, H, W]
+        or [H, W]; any other shape ends with one line naming the shape the run takes and the shape given."""
+        c, h, w = self.model.image_shape
+        shape = tuple(x.shape)
+        if shape[-3:] == (c, h, w) and x.dim() in (3, 4):
+            return x.view(-1, c, h, w)
+        if c == 1 and shape[-2:] == (h, w) and x.dim() in (2, 3):
+            return x.view(-1, 1, h, w)
+        one = f", or [N, {h}, {w}] / [{h}, {w}] for its one channel" if c == 1 else ""
+        raise AecliError(f"images of shape {list(shape)} do not fit this run: it takes [N, {c}, {h}, {w}] or "
+                         f"[{c}, {h}, {w}]{one}")
+
+    def _codes(self, z) -> torch.Tensor:
+        """z as [N, latent_dim] ([latent_dim] is one code); any other shape is one line naming both shapes."""
+        z = torch.as_tensor(z, device=self.device).float()
+        d = self.model.latent_dim
+        if z.shape[-1:] != (d,) or z.dim() not in (1, 2):
+            raise AecliError(f"codes of shape {list(z.shape)} do not fit this run: it takes [N, {d}] or [{d}]")
+        return z.view(-1, d)
 
     def _labels(self, y, n: int) -> torch.Tensor | None:
         if y is None:
@@ -60,14 +81,15 @@ class Run:
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, y=None) -> torch.Tensor:
-        """The codes of images x [B, C, H, W] (the posterior mean for variational models)."""
+        """The codes of images x [B, C, H, W] (or [C, H, W]; [B, H, W], [H, W] for one channel), [B, latent_dim] (the
+        posterior mean for variational models)."""
         x = self._images(x)
         return self.model.encode(x, self._labels(y, len(x)))
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y=None) -> torch.Tensor:
         """The mean images in [0, 1] of codes z [B, latent_dim]."""
-        z = torch.as_tensor(z, device=self.device).float()
+        z = self._codes(z)
         return self.model.mean_image(self.model.decode(z, self._labels(y, len(z))))
 
     @torch.no_grad()

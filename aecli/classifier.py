@@ -22,6 +22,7 @@ from torch import nn
 
 from aecli.checkpoint import save_atomic
 from aecli.rundir import EVAL
+from aecli.progress import StageProgress
 
 log = logging.getLogger("aecli")
 
@@ -62,13 +63,16 @@ def cache_folder(cache_dir: str | None = None) -> Path:
     raise AecliError(f"the eval cache folder {folder} is not writable: set eval.cache_dir to a writable folder")
 
 
-def train_classifier(split, image_shape, n_classes: int, epochs: int, device: torch.device) -> FeatureNet:
-    """Fit FeatureNet on a labelled split with cross-entropy, Adam, a fixed seed."""
+def train_classifier(split, image_shape, n_classes: int, epochs: int, device: torch.device,
+                     progress: StageProgress | None = None) -> FeatureNet:
+    """Fit FeatureNet on a labelled split with cross-entropy, Adam, a fixed seed (`progress` advances by epochs)."""
     gen = torch.Generator().manual_seed(SEED)
     net = seeded(FeatureNet, image_shape, n_classes, device)
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     for _ in range(epochs):
         train_epoch(net, opt, split, gen, device)
+        if progress is not None:
+            progress.advance()
     return net.eval()
 
 
@@ -124,9 +128,10 @@ def load_classifier(data, device: torch.device, epochs: int = 1,
     cached = from_cache(FeatureNet(data.image_shape, data.n_classes), path, device)
     if cached is not None:
         return cached
-    log.info(f"training the {data.name} feature classifier once ({epochs} epochs on {len(data.train_all)} images); "
-             f"cached in {path}")
-    net = train_classifier(data.train_all, data.image_shape, data.n_classes, epochs, device)
+    what = f"eval: training the {data.name} feature classifier once ({epochs} epochs on {len(data.train_all):,} images)"
+    log.info(f"{what}; cached in {path}")
+    with StageProgress(what, total=epochs) as progress:
+        net = train_classifier(data.train_all, data.image_shape, data.n_classes, epochs, device, progress)
     test_acc = accuracy(net, data.test)
     save_atomic({"model": net.state_dict(), "test_acc": test_acc, "version": VERSION}, path)
     return net.to(device).eval(), test_acc
@@ -161,10 +166,11 @@ class ConvFeatureNet(nn.Module):
         return self.head(self.features(x))
 
 
-def train_to_target(data, device: torch.device, target: float | None) -> tuple[ConvFeatureNet, float, int]:
+def train_to_target(data, device: torch.device, target: float | None,
+                    progress: StageProgress | None = None) -> tuple[ConvFeatureNet, float, int]:
     """Fit ConvFeatureNet on the training split (Adam, batches of BATCH, lr 1e-3, seeded) until its validation accuracy
     reaches `target` (CNN_MAX_EPOCHS at most; CNN_EPOCHS without a target). Returns the net, its validation accuracy
-    and the epochs trained."""
+    and the epochs trained. `progress` advances by epochs."""
     gen = torch.Generator().manual_seed(SEED)
     net = seeded(ConvFeatureNet, data.image_shape, data.n_classes, device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -172,6 +178,8 @@ def train_to_target(data, device: torch.device, target: float | None) -> tuple[C
     for epoch in range(1, (CNN_EPOCHS if target is None else CNN_MAX_EPOCHS) + 1):
         train_epoch(net, opt, data.train_all, gen, device)
         val_acc = accuracy(net.eval(), data.val)
+        if progress is not None:
+            progress.advance()
         log.info(f"cnn classifier epoch {epoch}: validation accuracy {val_acc:.4f}"
                  + ("" if target is None else f" (target {target})"))
         if target is not None and val_acc >= target:
@@ -190,8 +198,10 @@ def load_paper_classifier(data, device: torch.device, cache_dir: str | None = No
     if cached is not None:
         return cached
     target = TARGET_ACCURACY.get(data.name)
-    log.info(f"training the {data.name} cnn feature classifier once (to validation accuracy {target}); cached in {path}")
-    net, val_acc, epochs = train_to_target(data, device, target)
+    what = f"eval: training the {data.name} cnn feature classifier once (to validation accuracy {target})"
+    log.info(f"{what}; cached in {path}")
+    with StageProgress(what, total=CNN_EPOCHS if target is None else CNN_MAX_EPOCHS) as progress:
+        net, val_acc, epochs = train_to_target(data, device, target, progress)
     test_acc = accuracy(net, data.test)
     save_atomic({"model": net.state_dict(), "test_acc": test_acc, "val_acc": val_acc, "epochs": epochs,
                  "target": target, "version": CNN_VERSION}, path)

@@ -49,6 +49,7 @@ from aecli.parzen import parzen_log_likelihood
 from aecli.rundir import BEST, EVAL, RunDir
 from aecli.plots import (class_rows, filter_images, plot_code_scatter, plot_contraction, recon_labels, recon_pairs,
                          save_grid)
+from aecli.progress import StageProgress
 from aecli.runs import load_run_data, load_trained
 from aecli.sampling import STEPS, draw_samples, interpolation_images
 from aecli.settings import EvalOptions as EvalSettings
@@ -121,12 +122,13 @@ def reconstruction(model, split: Split, n: int, corrupt=None) -> dict[str, float
 
 
 @torch.no_grad()
-def likelihood_bounds(model, split: Split, n: int, k: int, chunk: int) -> dict[str, float]:
+def likelihood_bounds(model, split: Split, n: int, k: int, chunk: int, progress=None) -> dict[str, float]:
     """The ELBO and the k-sample importance-weighted bound on log p(x), averaged over the first n images (nats).
 
     Both come from the same k log-weights per image (`model.elbo_terms`, drawn `chunk` at a time), so
     iw_bound >= elbo image by image (see metrics.iw_bound). Each pass decodes about IW_ROWS codes: `chunk` samples
     of IW_ROWS / chunk images (the decoder's matrix products stay large, its outputs stay in the cache).
+    `progress` (a StageProgress) advances by the images done.
     """
     elbo = iw = 0.0
     for idx in chunks(n, split.images.device, max(1, IW_ROWS // min(chunk, k))):
@@ -134,6 +136,8 @@ def likelihood_bounds(model, split: Split, n: int, k: int, chunk: int) -> dict[s
         log_w = torch.cat([model.elbo_terms(x, y, min(chunk, k - done)) for done in range(0, k, chunk)])
         elbo += metrics.elbo(log_w).sum().item()
         iw += metrics.iw_bound(log_w).sum().item()
+        if progress is not None:
+            progress.advance(len(idx))
     return {"elbo": elbo / n, "iw_bound": iw / n}
 
 
@@ -223,57 +227,72 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
     n_f = min(s.frechet_images, len(data.train_all), len(data.test))  # as many samples as test (and train) images
     out: dict = {"protocol": s.protocol, "binarize": data.binarize, "test_images": n_test}
 
-    out.update(reconstruction(model, data.test, n_test))
-    z_test, y_test = encode_split(model, data.test, n_test)
-    out["jacobian_fro"] = encoder_jacobian(model, data.test, min(s.jacobian_images, n_test))
-    out["contraction_radii"] = list(CONTRACTION_RADII)
-    out["contraction"] = contraction_curve(model, data.test, min(s.contraction_images, n_test),
-                                           torch.Generator(device=device).manual_seed(seed))
+    with StageProgress(f"eval: reconstructions and codes of {n_test:,} test images"):
+        out.update(reconstruction(model, data.test, n_test))
+        z_test, y_test = encode_split(model, data.test, n_test)
+    n_jac, n_con = min(s.jacobian_images, n_test), min(s.contraction_images, n_test)
+    with StageProgress(f"eval: encoder Jacobian ({n_jac:,} images) and contraction curve ({n_con:,})"):
+        out["jacobian_fro"] = encoder_jacobian(model, data.test, n_jac)
+        out["contraction_radii"] = list(CONTRACTION_RADII)
+        out["contraction"] = contraction_curve(model, data.test, n_con,
+                                               torch.Generator(device=device).manual_seed(seed))
     if model.elbo:
         n_iw = min(s.iw_images or len(data.test), len(data.test))
         start = time.perf_counter()
-        out.update(likelihood_bounds(model, data.test, n_iw, s.iw_samples, s.iw_chunk))
+        with StageProgress(f"eval: ELBO and IW bound ({s.iw_samples:,} samples of each image)", total=n_iw) as bar:
+            out.update(likelihood_bounds(model, data.test, n_iw, s.iw_samples, s.iw_chunk, bar))
         out.update(iw_samples=s.iw_samples, iw_images=n_iw, iw_seconds=round(time.perf_counter() - start, 1))
     if model.denoising:
-        out.update(reconstruction(model, data.test, n_test, corrupt=model.corrupt))
+        with StageProgress(f"eval: denoising of {n_test:,} corrupted test images"):
+            out.update(reconstruction(model, data.test, n_test, corrupt=model.corrupt))
     if model.sparse_code:
         out["mean_activation"], out["off_fraction"] = metrics.activation_stats(z_test, s.sparse_threshold)
     if model.code_prior == "native":  # q(z) = E_x q(z|x), sampled one z per test image, against draws from p(z)
         m = min(s.mmd_images, n_test)
-        with torch.no_grad():
+        with torch.no_grad(), StageProgress(f"eval: MMD of {m:,} posterior samples to the prior"):
             out["mmd"] = metrics.mmd_gaussian(posterior_samples(model, data.test, m, generator),
                                               model.sample_prior(m, generator=generator).float())
     if s.parzen_samples:
-        out.update(parzen(model, data, s.parzen_samples, n_test, torch.Generator(device=device).manual_seed(seed)))
+        with StageProgress(f"eval: Parzen window of {s.parzen_samples:,} samples"):
+            out.update(parzen(model, data, s.parzen_samples, n_test,
+                              torch.Generator(device=device).manual_seed(seed)))
     if not data.labeled:
         out["skipped"] = {k: f"the data set {data.name} has no labels" for k in NEEDS_LABELS}
         return out, (z_test, torch.zeros(len(z_test), dtype=torch.long, device=device))
 
-    z_train, y_train = encode_split(model, data.train_all, n_train)
-    out["probe_train_images"] = n_train
-    out["probe_acc"] = metrics.probe_accuracy(z_train, y_train, z_test, y_test, s.probe_steps, s.probe_l2,
-                                              data.n_classes)
-    out["knn_acc"] = metrics.knn_accuracy(z_train, y_train, z_test, y_test, s.knn_k, data.n_classes)
+    with StageProgress(f"eval: linear probe and {s.knn_k}-NN on the codes of {n_train:,} training images"):
+        z_train, y_train = encode_split(model, data.train_all, n_train)
+        out["probe_train_images"] = n_train
+        out["probe_acc"] = metrics.probe_accuracy(z_train, y_train, z_test, y_test, s.probe_steps, s.probe_l2,
+                                                  data.n_classes)
+        out["knn_acc"] = metrics.knn_accuracy(z_train, y_train, z_test, y_test, s.knn_k, data.n_classes)
     classifier, out["classifier_acc"], out["classifier"] = eval_classifier(data, device, s)
     key = (f"{data.key} train={n_train} test={n_test} k={s.knn_k} steps={s.probe_steps} l2={s.probe_l2} "
            f"frechet={n_f} classifier={out['classifier']}")
-    floors = cached_json(cache_folder(s.cache_dir) / "floors.json", key,
-                         lambda: pixel_floors(data, s, n_train, n_test, n_f, classifier))
+    folder = cache_folder(s.cache_dir)
+
+    def floors_once() -> dict[str, float]:
+        with StageProgress(f"eval: the pixel floors, once per data set and size (cached in {folder / 'floors.json'})"):
+            return pixel_floors(data, s, n_train, n_test, n_f, classifier)
+
+    floors = cached_json(folder / "floors.json", key, floors_once)
     out.update({k: v for k, v in floors.items() if k != "frechet_floor"})
 
-    x_f, y_f = data.test.batch(torch.arange(n_f, device=device))
-    samples = draw(model, n_f, generator, y_f if model.conditional else None)
-    out["frechet"] = metrics.frechet_distance(features(classifier, samples), features(classifier, x_f))
-    out["frechet_floor"] = floors["frechet_floor"]
-    if model.conditional:
-        per_class = []
-        for c in range(data.n_classes):
-            y = torch.full((s.label_samples,), c, device=device, dtype=torch.long)
-            with torch.no_grad():
-                pred = classifier(draw(model, s.label_samples, generator, y)).argmax(1)
-            per_class.append((pred == c).float().mean().item())
-        out["label_acc"] = sum(per_class) / data.n_classes
-        out["label_acc_per_class"] = per_class
+    labels = ", label accuracy" if model.conditional else ""
+    with StageProgress(f"eval: Fréchet distance of {n_f:,} samples{labels}"):
+        x_f, y_f = data.test.batch(torch.arange(n_f, device=device))
+        samples = draw(model, n_f, generator, y_f if model.conditional else None)
+        out["frechet"] = metrics.frechet_distance(features(classifier, samples), features(classifier, x_f))
+        out["frechet_floor"] = floors["frechet_floor"]
+        if model.conditional:
+            per_class = []
+            for c in range(data.n_classes):
+                y = torch.full((s.label_samples,), c, device=device, dtype=torch.long)
+                with torch.no_grad():
+                    pred = classifier(draw(model, s.label_samples, generator, y)).argmax(1)
+                per_class.append((pred == c).float().mean().item())
+            out["label_acc"] = sum(per_class) / data.n_classes
+            out["label_acc_per_class"] = per_class
     return out, (z_test, y_test)
 
 
@@ -374,8 +393,9 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
     data = data if data is not None else load_run_data(ckpt, resolve_device(device))
     results, codes = evaluate(model, data, s, seed)
     if s.pictures:
-        write_pictures(model, data, codes, run_dir, seed)
-        write_curve_pictures(model, data, results, run_dir)
+        with StageProgress("eval: pictures"):
+            write_pictures(model, data, codes, run_dir, seed)
+            write_curve_pictures(model, data, results, run_dir)
     path = run_dir / eval_file(checkpoint, seed == cfg.get("seed", 0), iw_samples, seed)
     record = {"model": model.name, "data": data.name, "checkpoint": str(checkpoint), "seed": seed,
               "code": model.representation_note, **results}

@@ -106,3 +106,41 @@ def epoch_line(row: dict, epochs: int) -> str:
     terms = "  ".join(f"{k} {v:.4g}" for k, v in row.items()
                       if k.startswith(("train_", "val_")) and isinstance(v, (int, float)))
     return f"epoch {row['epoch']}/{epochs}  {terms}  {row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s"
+
+
+class StageProgress:
+    """A stage of work that is not a training epoch (one metric of an evaluation, the one-time classifier), as a
+    context manager: on a terminal a rich line that spins (or fills, given `total`, by `advance(n)`) while it runs
+    and stays, ticked, with its time after; otherwise one log line with its time when it ends."""
+
+    def __init__(self, what: str, total: int | None = None, bar: bool | None = None):
+        self.what, self.total = what, total
+        self.bar = interactive() if bar is None else bar
+        self._progress = None
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        if self.bar:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                                       TimeElapsedColumn)
+
+            columns = [SpinnerColumn(finished_text="[green]✓"), TextColumn(self.what), TimeElapsedColumn()]
+            if self.total is not None:
+                columns[2:2] = [BarColumn(), MofNCompleteColumn()]
+            self._progress = Progress(*columns)
+            self._progress.start()
+            self._task = self._progress.add_task(self.what, total=self.total)
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=n)
+
+    def __exit__(self, exc_type, *exc):
+        if self._progress is not None:
+            if exc_type is None:
+                self._progress.update(self._task, total=self.total or 1, completed=self.total or 1)
+            self._progress.stop()
+        elif exc_type is None:
+            log.info(f"{self.what}: {time.perf_counter() - self.start:.1f}s")
+        return False

@@ -157,3 +157,26 @@ def test_an_unknown_component_option_and_a_missing_lambda_are_one_line():
     with pytest.raises(AecliError, match=r"model\.level=1\.5 is not allowed: model\.level must be a number in "
                                          r"\[0, 1\]"):
         validate(compose_with("model=dae", "model.level=1.5"))
+
+
+# -- the paper experiments (conf/experiment/paper_*.yaml): the papers' models and protocol ---------------------
+@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "experiment").glob("paper_*.yaml")))
+def test_paper_experiments_compose_and_build(name):
+    from aecli import evaluate as ev
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment={name}"])
+    validate(cfg)
+    model = build_model(cfg)
+    assert cfg.eval.protocol == "paper" and ev.eval_settings(cfg.eval).iw_samples == 5000
+    if name.startswith("paper_vae"):
+        assert (cfg.data.binarize, list(cfg.net.hidden), cfg.latent_dim, cfg.net.activation) == \
+            ("dynamic", [200, 200], 50, "tanh")
+    assert ev.first_layer_weight(model) is not None  # every reproduction draws its filters
+    if name in ("paper_ae_mnist", "paper_cae_mnist", "paper_dae_mnist"):  # Rifai et al.'s models: W' = W^T, sigmoid
+        assert (cfg.model.tied, cfg.model.code_activation, list(cfg.net.hidden)) == (True, "sigmoid", [])
+        assert model.decoder.out.weight is model.encoder.out.weight
+    if name == "paper_iwae_mnist":
+        assert cfg.model.iw_samples == 5 and cfg.data.binarize == "dynamic"
+    if name == "paper_aae_mnist":
+        assert (cfg.model.prior_std, cfg.latent_dim, list(cfg.net.hidden)) == (5.0, 8, [1200, 1200])

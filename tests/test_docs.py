@@ -172,3 +172,21 @@ def test_every_documented_command_runs(workspace, monkeypatch, capsys):
             failures.append(f"{where}: {line} -> exit {code}: {err.strip()[-400:]}")
     assert not failures, "\n".join(failures)
     assert ran >= 35  # the docs' aecli commands, all of them
+
+
+@pytest.mark.real_data
+def test_the_readme_says_what_the_mean_image_scores(data_root):
+    """The number every run's first line prints (the training split's mean image, scored as a reconstruction)."""
+    import torch
+
+    from aecli.datasets.mnist import MNIST
+    from aecli.models.base import bernoulli_nll_of_probs
+
+    data = MNIST(root=str(data_root), download=False).load(torch.device("cpu"))
+    said = re.search(r"training split's mean image: ([\d.]+) nats on MNIST's validation images, ([\d.]+) on its test",
+                     README)
+    assert said, "the README no longer says what the mean image scores"
+    mean = data.train.mean_image()
+    for split, number in ((data.val, said.group(1)), (data.test, said.group(2))):
+        x = split.batch(torch.arange(len(split)))[0]
+        assert bernoulli_nll_of_probs(mean.expand_as(x), x).mean().item() == pytest.approx(float(number), abs=0.05)

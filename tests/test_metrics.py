@@ -148,3 +148,24 @@ def test_principal_components_find_the_line_the_codes_lie_on():
     assert p[:, 0].abs().tolist() == pytest.approx((t - t.mean()).abs().tolist(), abs=1e-4)
     assert p[:, 1].abs().max().item() < 1e-4
     assert torch.equal(metrics.principal_components(z[:, :2]), z[:, :2])  # two dimensions: the codes themselves
+
+
+def test_contraction_of_a_linear_map_is_its_gain_at_every_radius():
+    x = torch.rand(200, 1, 4, 4)
+    assert metrics.contraction_ratios(lambda v: 0.5 * v.flatten(1), x, (0.1, 1.0, 10.0)) == pytest.approx([0.5] * 3)
+    # a saturating code contracts more the farther one goes
+    ratios = metrics.contraction_ratios(lambda v: torch.sigmoid(20 * v.flatten(1)), x, (0.01, 1.0, 10.0),
+                                        torch.Generator().manual_seed(0))
+    assert ratios[0] > ratios[1] > ratios[2]
+
+
+def test_mmd_of_posterior_means_at_zero_against_the_prior_is_the_closed_form():
+    """docs/eval.md: the means of a posterior equal to N(0, I) everywhere (all at 0) against N(0, I) samples. With
+    k(u, v) = exp(-||u - v||^2 / (2 D)): E k(0, 0) = 1, E k(0, z) = (1 + 1/D)^(-D/2), E k(z, z') = (1 + 2/D)^(-D/2),
+    so MMD^2 = 1 + (1 + 2/D)^(-D/2) - 2 (1 + 1/D)^(-D/2) = 0.1584 at D = 16 (not 0.03); N(0, I) against itself: 0."""
+    d = 16
+    closed = 1 + (1 + 2 / d) ** (-d / 2) - 2 * (1 + 1 / d) ** (-d / 2)
+    assert closed == pytest.approx(0.1584, abs=1e-4)
+    z = torch.randn(4000, d, generator=gen(1))
+    assert metrics.mmd_gaussian(torch.zeros(4000, d), z) == pytest.approx(closed, abs=0.005)
+    assert abs(metrics.mmd_gaussian(torch.randn(4000, d, generator=gen(2)), z)) < 0.002

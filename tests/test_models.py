@@ -10,7 +10,6 @@ from hydra import compose, initialize_config_dir
 
 from aecli.config import build_model, validate
 from aecli.errors import AecliError
-from aecli.models.aae import AAE
 from aecli.models.ae import AE
 from aecli.models.dae import DAE
 from aecli.models.pca import PCA
@@ -125,48 +124,6 @@ def test_ae_l2_and_layer_match_terms():
 
 
 # -- aae ------------------------------------------------------------------------------------------------
-def _snapshot(model):
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def _changed(model, before):
-    return {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-
-
-def test_aae_phases_change_only_their_parameters():
-    torch.manual_seed(0)
-    model = AAE(MLP, 4, lam=1.0, prior="mixture", disc_hidden=[16])
-    opts = model.configure_optimizers(1e-2)
-    x = torch.rand(16, 1, 28, 28)
-    before = _snapshot(model)
-    model.reconstruction_phase(x, opts)
-    assert _changed(model, before) == {"encoder", "decoder"}
-    before = _snapshot(model)
-    model.discriminator_phase(x, opts)
-    assert _changed(model, before) == {"discriminator"}
-    before = _snapshot(model)
-    model.generator_phase(x, opts)
-    assert _changed(model, before) == {"encoder"}
-    terms = model.train_step(x, None, opts)
-    assert {"loss", "recon", "gen", "disc_loss", "disc_acc"} <= set(terms)
-    assert 0 <= terms["disc_acc"].item() <= 1
-    val = model.loss(x)
-    assert val["loss"].item() == pytest.approx(val["recon"].item() + val["gen"].item(), rel=1e-6)
-
-
-def test_aae_optimizers_decay_the_encoder_once_and_slow_the_regularization():
-    model = AAE(MLP, 4, lam=1.0, reg_lr=0.1)
-    opts = model.configure_optimizers(2e-3, "adamw", weight_decay=0.01)
-    encoder = {id(p) for p in model.encoder.parameters()}
-    decays = {name: [g["weight_decay"] for g in o.param_groups if encoder & {id(p) for p in g["params"]}]
-              for name, o in opts.items()}
-    assert decays == {"ae": [0.01], "disc": [], "gen": [0.0]}  # the encoder's decay once per batch
-    lrs = {name: o.param_groups[0]["lr"] for name, o in opts.items()}
-    assert lrs == {"ae": 2e-3, "disc": pytest.approx(2e-4), "gen": pytest.approx(2e-4)}
-    betas = {name: o.param_groups[0]["betas"] for name, o in opts.items()}
-    assert betas == {"ae": (0.9, 0.999), "disc": (0.5, 0.999), "gen": (0.5, 0.999)}
-
-
 def test_aae_mixture_prior_is_a_ring_of_ten():
     prior = GaussianMixture.ring(10, 3)
     z = prior.sample(20000, torch.Generator().manual_seed(0))

@@ -13,7 +13,9 @@ The encoder's phase-3 loss is weighted by lambda: lambda * L_G. This regularizer
 loss, not a KL divergence. `loss(x, y)` (validation) is L_rec + lambda * L_G, with the discriminator's loss
 and its accuracy `disc_acc` (the fraction of prior samples and codes it classifies right) beside it.
 
-`prior`: gaussian, N(0, I); or mixture, 10 Gaussians on a ring in the first two code dimensions (Fig. 4).
+`prior`: gaussian, N(0, prior_std^2 I) (the paper's MNIST likelihood experiment, App. A: 8 dimensions, standard
+deviation 5); or mixture, 10 Gaussians on a ring in the first two code dimensions (Fig. 4). `dropout`: dropout after
+every hidden activation of the encoder and the decoder (Srivastava et al. 2014), not the discriminator.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from aecli import schema
+from aecli.errors import AecliError
 from aecli.models.base import IMAGE_SHAPE, Autoencoder, bernoulli_nll, make_optimizer
 from aecli.models.prior import GaussianMixture
 from aecli.nets import linear_head
@@ -36,6 +39,8 @@ class Options(schema.Options):
     prior: str = schema.choice("gaussian", "mixture")  # N(0, I), or 10 Gaussians on a ring (the paper's Fig. 4)
     disc_hidden: list = schema.widths([256, 256], what="widths")  # the discriminator's ReLU hidden layers
     reg_lr: float = schema.number(0.3, low=0, high=10, low_open=True)  # the regularization phases' lr / lr
+    prior_std: float = schema.number(1.0, low=0, low_open=True)  # prior=gaussian: N(0, prior_std^2 I)
+    dropout: float = schema.number(0.0, low=0, high=1, high_open=True)  # after every encoder and decoder hidden layer
 
 
 class AAE(Autoencoder):
@@ -45,12 +50,17 @@ class AAE(Autoencoder):
 
     def __init__(self, net, latent_dim, lam=None, image_shape=IMAGE_SHAPE, n_classes=10, **options):
         super().__init__(net, latent_dim, lam, image_shape, n_classes, **options)
-        self.encoder = net.encoder(self.image_shape, self.latent_dim)
-        self.decoder = net.decoder(self.image_shape, self.latent_dim)
+        if self.prior != "gaussian" and self.prior_std != 1.0:
+            raise AecliError(f"model.prior_std={self.prior_std:g} is for prior=gaussian: the mixture prior has its own "
+                             f"scale (leave model.prior_std at 1 or set model.prior=gaussian)")
+        self.encoder = net.encoder(self.image_shape, self.latent_dim, dropout=self.dropout)
+        self.decoder = net.decoder(self.image_shape, self.latent_dim, dropout=self.dropout)
         # D(z): the logit of "z was drawn from the prior"; ReLU hidden layers as in the paper (Sec. 4)
         self.discriminator = linear_head([self.latent_dim, *self.disc_hidden, 1], "relu")
         self.mixture = (GaussianMixture.ring(MIXTURE_COMPONENTS, self.latent_dim) if self.prior == "mixture"
                         else GaussianMixture(1, self.latent_dim))  # the target p(z); one component at N(0, I)
+        if self.prior == "gaussian":
+            self.mixture.var.fill_(self.prior_std ** 2)
 
     def encode(self, x, y=None):
         return self.encoder(x)

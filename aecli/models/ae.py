@@ -28,7 +28,6 @@ from aecli.models.prior import FittedPrior
 
 @dataclass
 class Options(CodeOptions):
-    tied: bool = schema.boolean(False)  # decoder weights = the encoder's transposed (a net that ties: mlp)
     dropout: float = schema.number(0.0, low=0, high=1, high_open=True)  # after every hidden activation
     layer_match: float = schema.number(0.0, low=0)  # weight of the MSE between mirror hidden activations
 

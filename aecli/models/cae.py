@@ -22,6 +22,9 @@ of the WHOLE encoder f, input to code (code activation included). lambda weighs 
 `jacobian: estimate` uses k = `projections` random projections v ~ N(0, I) in code space and one
 vector-Jacobian product each: E_v ||J^T v||^2 = tr(J J^T) = ||J||_F^2, an unbiased estimate
 (Hutchinson 1989) costing k backward passes instead of latent_dim, through which training differentiates.
+`tied`: the decoder's weights are the encoder's transposed, g(h) = sigmoid(W^T h + b'), as in the paper (Sec. 5):
+with one weight matrix the encoder cannot shrink W to contract while an untied decoder scales it back up (the
+degenerate solution: sigmoid units held in their linear range, a flat contraction curve).
 """
 
 from __future__ import annotations

@@ -40,11 +40,12 @@ def recon_loss():
 
 @dataclass
 class CodeOptions(schema.Options):
-    """The options every deterministic model with a free code activation shares (ae, cae, dae); a model's own
+    """The options every deterministic model with a free code activation and tied weights shares (ae, cae, dae); a model's own
     Options derive from it and add theirs."""
 
     code_activation: str = code_activation()
     recon_loss: str = recon_loss()
+    tied: bool = schema.boolean(False)  # decoder weights = the encoder's transposed, W' = W^T (a net that ties: mlp)
 
 
 class DeterministicAE(Autoencoder):

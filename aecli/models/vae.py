@@ -10,6 +10,16 @@ closed form (App. B):
 
     KL = 1/2 * sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j)
 
+`iw_samples` = k > 1 trains the importance weighted autoencoder instead (Burda, Grosse & Salakhutdinov 2016,
+"Importance Weighted Autoencoders", eq. 8): the loss is minus the k-sample bound
+
+    L_k(x) = log (1/k) sum_{i=1..k} w_i,    w_i = p(x|h_i) p(h_i) / q(h_i|x),    h_i = mu + sigma * eps_i
+
+with the k samples reparameterized, so the gradient goes through them (their eq. 14: a weighted sum of the
+per-sample gradients, the weights w_i / sum_j w_j). L_1 is the ELBO, E[L_k] <= E[L_{k+1}] <= log p(x)
+(Theorem 1); k = 1 trains the VAE above exactly (its closed-form KL). With lambda != 1 the log prior ratio is
+weighted by lambda: log w_i = log p(x|h_i) + lambda * (log p(h_i) - log q(h_i|x)).
+
 Likelihoods (`model.likelihood`):
 - bernoulli: -log p(x|z) = sum_i BCE(x_i, sigmoid(l_i)), computed from the logits l (stable form).
 - continuous_bernoulli: log p(x|l) = x l - softplus(l) + log C(l), the Bernoulli term plus the log normalizer
@@ -32,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from aecli import schema
+from aecli import metrics, schema
 from aecli.models.base import IMAGE_SHAPE, MEAN_IMAGE_CLAMP, Autoencoder, bernoulli_nll
 CB_SERIES = 0.1  # |l| below which the continuous Bernoulli's closed forms give way to their Taylor series
 COLLAPSED_KL = 1.0  # nats per image: a whole KL below this is posterior collapse (the code says < 1.5 bits)
@@ -91,6 +101,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 class Options(schema.Options):
     likelihood: str = schema.choice("bernoulli", "continuous_bernoulli", "gaussian")  # p(x|z)
     kl_warmup_epochs: int = schema.integer(0, low=0)  # ramp the KL weight linearly from 0 to lambda over N epochs
+    iw_samples: int = schema.integer(1, low=1)  # k: train on the k-sample importance weighted bound (1 = the ELBO)
 
 
 class VAE(Autoencoder):
@@ -145,13 +156,23 @@ class VAE(Autoencoder):
         return super().mean_logits(mean_image)
 
     def loss(self, x, y=None):
+        beta = self.kl_weight if self.training else self.lam  # validation: the configured objective
+        if self.iw_samples > 1:
+            return self.iw_loss(x, y, self.iw_samples, beta)
         c = self.condition(y)
         mu, logvar = self.posterior(x, c)
         z = reparameterize(mu, logvar)
         recon = -self.log_likelihood(self.decoder(z, c), x).mean()
         kl = gaussian_kl(mu, logvar).mean()
-        beta = self.kl_weight if self.training else self.lam  # validation: the configured objective
         return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+
+    def iw_loss(self, x, y, k: int, beta) -> dict[str, torch.Tensor]:
+        """-L_k, the k-sample importance weighted bound (module doc), averaged over the batch, with the gradient
+        through the reparameterized samples; `recon` is the mean of -log p(x|h_i) over the samples, `kl` the
+        closed-form KL (for the logs and the collapse check)."""
+        log_px, log_ratio, kl = self.log_weight_terms(x, y, k)
+        bound = metrics.iw_bound(log_px + beta * log_ratio).mean()
+        return {"loss": -bound, "recon": -log_px.mean(), "kl": kl.mean()}
 
     def sample_posterior(self, x, y=None, generator=None):
         mu, logvar = self.posterior(x, self.condition(y))
@@ -175,6 +196,12 @@ class VAE(Autoencoder):
 
         The k samples of the B images go through the decoder as one batch of k * B codes (one large matrix product
         per layer instead of k small ones: the IW bound with k = 5000 is dominated by these decoder passes)."""
+        log_px, log_ratio, _ = self.log_weight_terms(x, y, k)
+        return log_px + log_ratio
+
+    def log_weight_terms(self, x, y, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For k reparameterized samples h = mu + sigma * eps of each of the B images: log p(x|h) and
+        log p(h) - log q(h|x), [k, B] each, and the closed-form KL [B]. Differentiable (training uses them)."""
         c = self.condition(y)
         mu, logvar = self.posterior(x, c)
         eps = torch.randn((k, *mu.shape), device=mu.device, dtype=mu.dtype)
@@ -184,4 +211,4 @@ class VAE(Autoencoder):
         c_k = None if c is None else c.expand(k, *c.shape).flatten(0, 1)
         logits = self.decoder(z.flatten(0, 1), c_k)
         log_px = self.log_likelihood(logits, x.expand(k, *x.shape).flatten(0, 1)).view(k, -1)
-        return log_px + log_pz - log_qz
+        return log_px, log_pz - log_qz, gaussian_kl(mu, logvar)

@@ -10,9 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from aecli import evaluate as ev
+from aecli import parzen
+from aecli.data import Split
 from aecli.errors import AecliError
+from aecli.models.vae import VAE
+from aecli.nets.conv import Conv
+from aecli.nets.mlp import MLP
+from aecli.plots import filter_images
 from conftest import MODELS, REPO, as_net, load_data, run_cli, tiny_overrides
 
 # small sizes so an eval takes seconds (the classifier and pixel floors are cached under the data root)
@@ -205,3 +212,117 @@ def test_the_cvae_code_under_evaluation_never_sees_the_label():
         leaky = model.encode(x, labels)
     leaked = probe_accuracy(leaky[:2000], y[:2000], leaky[2000:], y[2000:])
     assert label_free < 0.15 and leaked > 0.95, (label_free, leaked)
+
+
+def prior_posterior_vae(a: torch.Tensor, b: torch.Tensor) -> VAE:
+    """A VAE on 2x2 images with one latent whose encoder outputs mu = 0, logvar = 0 (q(z|x) = p(z) = N(0, 1)) and
+    whose decoder gives pixel i the logit a_i z + b_i."""
+    model = VAE(MLP([], "tanh"), latent_dim=1, image_shape=(1, 2, 2)).eval()
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.zero_()
+        model.decoder.out.weight.copy_(a.view(4, 1))
+        model.decoder.out.bias.copy_(b)
+    return model
+
+
+
+def log_px_by_quadrature(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log p(x) = log integral N(z; 0, 1) prod_i Bernoulli(x_i; sigmoid(a_i z + b_i)) dz on a fine grid (float64)."""
+    z = torch.linspace(-12, 12, 48001, dtype=torch.float64)
+    logits = a.double()[None, :] * z[:, None] + b.double()[None, :]  # [Z, 4]
+    xs = x.flatten(1).double()  # [B, 4]
+    log_lik = (xs[:, None, :] * logits - nn.functional.softplus(logits)[None]).sum(-1)  # [B, Z]
+    log_prior = -0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)
+    return torch.logsumexp(log_lik + log_prior, dim=1) + math.log(z[1] - z[0])
+
+
+
+def test_iw_bound_of_a_model_whose_posterior_is_its_prior():
+    """With q(z|x) = p(z) the weights are p(x|z_k): the k = 5000 bound is log p(x) up to its Monte Carlo error, the
+    ELBO is E_p(z) log p(x|z), and with a decoder that ignores z both are exactly log p(x)."""
+    x = torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0]], dtype=torch.uint8).mul(255)
+    split = Split(x.view(4, 1, 2, 2), None)
+    a, b = torch.tensor([2.0, -1.5, 1.0, 0.5]), torch.tensor([0.3, -0.2, 0.8, -1.0])
+    exact = log_px_by_quadrature(x.float() / 255, a, b).mean().item()
+    torch.manual_seed(0)
+    bounds = ev.likelihood_bounds(prior_posterior_vae(a, b), split, 4, k=5000, chunk=1000)
+    assert bounds["iw_bound"] == pytest.approx(exact, abs=0.02)
+    assert bounds["elbo"] < exact - 0.3  # the ELBO is E log p(x|z): looser by Jensen's gap
+    constant = prior_posterior_vae(torch.zeros(4), b)  # p(x|z) = p(x): every weight is the likelihood itself
+    flat = ev.likelihood_bounds(constant, split, 4, k=50, chunk=7)
+    exact = log_px_by_quadrature(x.float() / 255, torch.zeros(4), b).mean().item()
+    assert flat["iw_bound"] == pytest.approx(exact, abs=1e-4) and flat["elbo"] == pytest.approx(exact, abs=1e-4)
+
+
+
+def test_first_layer_filters_are_the_mlp_weight_rows():
+    model = VAE(MLP([30], "tanh"), latent_dim=2)
+    w = ev.first_layer_weight(model)
+    assert w is model.encoder.hidden[0].weight and w.shape == (30, 784)
+    images = filter_images(w, (1, 28, 28), n=20)
+    assert images.shape == (20, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    row = w[3].detach()
+    assert torch.allclose(images[3].flatten(), 0.5 + 0.5 * row / row.abs().max())
+    assert ev.first_layer_weight(VAE(Conv([8, 16]), latent_dim=2)) is None  # conv: no filters picture
+
+
+
+def test_paper_protocol_settings():
+    fast, paper = ev.eval_settings(), ev.eval_settings({"protocol": "paper"})
+    assert (fast.protocol, fast.iw_samples, fast.classifier, fast.parzen_samples) == ("fast", 1000, "mlp", None)
+    assert (paper.iw_samples, paper.iw_images, paper.test_images, paper.probe_train_images) == (5000, None, None, None)
+    assert (paper.classifier, paper.parzen_samples, paper.frechet_images) == ("cnn", 10000, 10000)
+    assert ev.eval_settings({"protocol": "paper"}, iw_samples=100).iw_samples == 100  # given on `aecli eval`
+    kept = ev.eval_settings({"protocol": "paper", "iw_images": 10, "classifier": "mlp"})  # a run's own sizes stay
+    assert (kept.iw_images, kept.iw_samples, kept.classifier) == (10, 5000, "cnn")  # mlp is the fast default
+    assert ev.eval_settings(protocol="paper").iw_samples == 5000
+    with pytest.raises(AecliError, match="eval.protocol='exact' is not allowed: it must be one of fast, paper"):
+        ev.eval_settings({"protocol": "exact"})
+    with pytest.raises(AecliError, match="eval.classifier='big' is not allowed"):
+        ev.eval_settings({"classifier": "big"})
+
+
+
+def test_an_evaluation_records_its_protocol_and_draws_the_curves(data_root, tmp_path):
+    sizes = {"eval.at_end": "true", "eval.test_images": 500, "eval.probe_train_images": 500, "eval.iw_samples": 50,
+             "eval.iw_images": 20, "eval.frechet_images": 500, "eval.mmd_images": 200, "eval.jacobian_images": 20,
+             "eval.parzen_samples": 300, "eval.contraction_images": 100, "data.binarize": "dynamic",
+             "hydra.run.dir": "run"}
+    r = run_cli("train", *tiny_overrides(data_root, **sizes), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "run"
+    e = __import__("json").loads((run / "eval.json").read_text())
+    assert (e["protocol"], e["binarize"], e["iw_samples"], e["iw_images"], e["probe_train_images"]) == \
+        ("fast", "dynamic", 50, 20, 500)
+    assert e["classifier"] == "v2e1" and 0 < e["classifier_acc"] <= 1 and e["iw_bound"] >= e["elbo"]
+    assert len(e["contraction"]) == len(e["contraction_radii"]) == len(ev.CONTRACTION_RADII)
+    assert math.isfinite(e["parzen_ll"]) and e["parzen_sigma"] in parzen.SIGMAS and e["parzen_se"] > 0
+    assert (run / "plots" / "filters.png").is_file() and (run / "plots" / "contraction.png").is_file()
+
+
+def test_every_evaluation_stage_says_what_it_does_and_its_time(small_data, caplog):
+    """Not a terminal: one line per stage when it ends (on a terminal, a rich line for each), so a long evaluation
+    is never silent."""
+    torch.manual_seed(0)
+    model = VAE(MLP([32], "relu"), latent_dim=3).eval()
+    s = ev.eval_settings({"test_images": 300, "probe_train_images": 300, "jacobian_images": 20, "iw_samples": 10,
+                          "iw_images": 20, "mmd_images": 100, "frechet_images": 300})
+    with caplog.at_level("INFO", logger="aecli"):
+        ev.evaluate(model, small_data, s)
+    stages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval: ")]
+    for what in ("reconstructions and codes of 300 test images", "encoder Jacobian (20 images)",
+                 "ELBO and IW bound (10 samples of each image)", "MMD of 100 posterior samples",
+                 "linear probe and 5-NN on the codes of 300 training images", "Fréchet distance of 300 samples"):
+        assert any(line.startswith(f"eval: {what}") and line.endswith("s") for line in stages), (what, stages)
+
+
+def test_a_stage_on_a_terminal_is_a_rich_line_that_fills():
+    from aecli.progress import StageProgress
+
+    with StageProgress("eval: counting", total=4, bar=True) as bar:
+        assert bar._progress.live.is_started
+        for _ in range(4):
+            bar.advance()
+    assert bar._progress.tasks[0].completed == 4 and bar._progress.tasks[0].finished
+    assert not bar._progress.live.is_started  # stopped: the line stays, ticked

@@ -8,6 +8,7 @@ import torch
 from aecli.models import cae
 from aecli.models.cae import CAE
 from aecli.nets import ACTIVATIONS, activation, activation_slope
+from aecli.nets.mlp import MLP
 from conftest import as_net
 from test_models import one_thread  # noqa: F401  (autouse: one torch thread)
 
@@ -165,3 +166,18 @@ def test_closed_form_slopes_equal_autograd(name):
             torch.testing.assert_close(got2, want2)
         else:  # a piecewise-constant slope is detached: its true derivative is 0 away from the kinks
             assert not want2.any()
+
+
+def test_a_tied_cae_shares_one_weight_and_its_penalty_is_still_exact():
+    """model.tied (Rifai et al.'s CAE): the decoder is W^T of the encoder's W, one tensor; the closed-form
+    ||J_f||_F^2 and its gradient agree with autograd through the shared weight."""
+    torch.manual_seed(0)
+    model = CAE(MLP([], "relu"), latent_dim=20, lam=1.0, tied=True, code_activation="sigmoid")
+    assert model.decoder.out.weight is model.encoder.out.weight
+    assert sum(p.numel() for p in model.parameters()) == 784 * 20 + 20 + 784
+    x = torch.rand(6, 1, 28, 28)
+    _, penalty = model.contraction(x)
+    jac = torch.autograd.functional.jacobian(lambda v: model.encode(v.view(1, 1, 28, 28))[0], x[0].flatten())
+    assert penalty[0].item() == pytest.approx(jac.pow(2).sum().item(), rel=1e-4)
+    model.loss(x)["loss"].backward()
+    assert model.encoder.out.weight.grad.abs().sum() > 0

@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from aecli import metrics
 from aecli.models.base import bernoulli_nll
 from aecli.models.vae import VAE, cb_log_norm, cb_mean, gaussian_kl
+from aecli.nets.mlp import MLP
 from conftest import as_net
 
 NET = as_net({"name": "mlp", "hidden": [32], "activation": "relu"})
@@ -162,3 +164,84 @@ def test_posterior_samples_and_the_collapse_symptom():
     torch.testing.assert_close(((z - mu) / (0.5 * logvar).exp()).std(), torch.tensor(1.0), atol=0.02, rtol=0)
     assert model.collapse_symptom({"kl": 0.4})[0] == "posterior_collapse"
     assert model.collapse_symptom({"kl": 25.0}) is None
+
+
+def test_batched_elbo_terms_equal_the_per_sample_terms():
+    """elbo_terms decodes all k samples in one batch: each column is the log-weight of its own sample."""
+    torch.manual_seed(0)
+    model = VAE(MLP([16], "tanh"), latent_dim=3).eval()
+    x = (torch.rand(5, 1, 28, 28) < 0.3).float()
+    torch.manual_seed(1)
+    log_w = model.elbo_terms(x, k=4)
+    torch.manual_seed(1)
+    eps = torch.randn(4, 5, 3)
+    mu, logvar = model.posterior(x)
+    for i in range(4):
+        z = mu + torch.exp(0.5 * logvar) * eps[i]
+        log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
+        log_qz = -0.5 * (eps[i].pow(2) + logvar + math.log(2 * math.pi)).sum(1)
+        assert torch.allclose(log_w[i], model.log_likelihood(model.decoder(z), x) + log_pz - log_qz, atol=1e-4)
+
+
+# -- the importance weighted autoencoder (model.iw_samples = k) -----------------------------------------------
+def iwae(k: int, lam: float = 1.0) -> VAE:
+    torch.manual_seed(0)
+    return VAE(MLP([16], "tanh"), latent_dim=3, lam=lam, iw_samples=k).train()
+
+
+def test_the_k_sample_bound_is_an_independent_computation_of_burdas_eq_8():
+    """-loss = mean_b log (1/k) sum_i p(x|h_i) p(h_i) / q(h_i|x), each density from torch.distributions, float64."""
+    model, k = iwae(5), 5
+    x = (torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    torch.manual_seed(7)
+    loss = model.loss(x)["loss"]
+    torch.manual_seed(7)
+    eps = torch.randn(k, 4, 3)
+    mu, logvar = (t.double() for t in model.posterior(x))
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+    p = torch.distributions.Normal(torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    bounds = []
+    for b in range(4):
+        log_w = []
+        for i in range(k):
+            h = mu[b] + torch.exp(0.5 * logvar[b]) * eps[i, b].double()
+            logits = model.decoder(h.float()[None]).double()[0].flatten()
+            log_px = torch.distributions.Bernoulli(logits=logits).log_prob(x[b].flatten().double()).sum()
+            log_q = torch.distributions.Normal(q.loc[b], q.scale[b]).log_prob(h).sum()
+            log_w.append(log_px + p.log_prob(h).sum() - log_q)
+        log_w = torch.stack(log_w)
+        bounds.append(math.log(torch.exp(log_w - log_w.max()).mean().item()) + log_w.max().item())
+    assert -loss.item() == pytest.approx(sum(bounds) / 4, abs=1e-3)
+
+
+def test_the_k_sample_bound_is_above_the_elbo_in_expectation_and_k1_is_the_elbo_exactly():
+    x = (torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(3)) < 0.3).float()
+    vae, k1, k5 = iwae(1), iwae(1), iwae(5)
+    torch.manual_seed(11)
+    plain = vae.loss(x)
+    torch.manual_seed(11)
+    one = k1.loss(x)
+    assert all(torch.equal(plain[key], one[key]) for key in plain)  # k = 1 trains the VAE exactly
+    k5.load_state_dict(vae.state_dict())
+    with torch.no_grad():
+        torch.manual_seed(12)
+        elbo = -torch.stack([vae.loss(x)["loss"] for _ in range(200)]).mean()
+        bound = -torch.stack([k5.loss(x)["loss"] for _ in range(200)]).mean()
+    assert bound > elbo + 0.5  # an untrained model: q is far from the posterior, the bound much tighter
+    log_w = vae.elbo_terms(x, k=1)
+    assert torch.equal(metrics.iw_bound(log_w), log_w[0])  # L_1 is the one sample's log-weight
+
+
+def test_the_iwae_gradient_goes_through_the_reparameterized_samples():
+    """d(-L_k)/d theta = -sum_i w~_i d log w_i / d theta (Burda et al. eq. 14), w~ the normalized weights."""
+    model = iwae(4)
+    x = (torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(4)) < 0.3).float()
+    torch.manual_seed(5)
+    model.loss(x)["loss"].backward()
+    got = model.encoder.out.weight.grad.clone()
+    model.zero_grad()
+    torch.manual_seed(5)
+    log_w = model.elbo_terms(x, k=4)  # the same draws
+    weights = torch.softmax(log_w.detach(), dim=0)
+    (-(weights * log_w).sum(0).mean()).backward()
+    assert got.abs().sum() > 0 and torch.allclose(got, model.encoder.out.weight.grad, atol=1e-5)
