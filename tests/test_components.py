@@ -203,11 +203,11 @@ def test_a_model_a_net_and_a_data_set_are_each_one_file_and_one_yaml(tmp_path):
 
 # -- layers: imports only go down ---------------------------------------------------------------------------
 LAYERS = [  # a module may import aecli modules of its own layer or below, never above
-    {"errors", "paths", "schema", "metric_names", "rundir", "settings", "overrides", "commands"},
-    {"nets", "data", "metrics", "parzen", "plots", "progress", "checkpoint", "config", "signals"},
+    {"errors", "paths", "schema", "metric_names", "rundir", "settings", "overrides", "commands", "cores"},
+    {"nets", "data", "metrics", "parzen", "plots", "progress", "checkpoint", "config", "signals", "search"},
     {"datasets", "models"},
     {"classifier", "loggers", "resume", "sampling", "writer", "runs", "schedule", "validation", "health", "prior_fit",
-     "checkpointing", "build"},
+     "checkpointing", "build", "runtable"},
     {"train", "evaluate"},
     {"job", "sweep", "report"},
     {"cli", "api", "preflight", "hydra_glue"},
@@ -220,18 +220,45 @@ def layer(module: str) -> int:
     return next(i for i, names in enumerate(LAYERS) if top in names)
 
 
+def imports() -> dict[str, set[str]]:
+    """Every aecli module and the aecli modules it imports, at any depth of its code (function-level imports too)."""
+    graph: dict[str, set[str]] = {}
+    for path in (REPO / "aecli").rglob("*.py"):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module == "aecli":  # from aecli import schema
+                names.update(f"aecli.{a.name}" for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+        graph[module] = {n for n in names if n.startswith("aecli.")}
+    return graph
+
+
 def test_imports_only_go_down():
     """Every `import aecli.x` / `from aecli.x import` in the package, at any depth, points to its own layer or below
     (the circle evaluate -> cli is gone: config_dir lives in aecli/paths.py)."""
-    upward = []
-    for path in (REPO / "aecli").rglob("*.py"):
-        module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
-        if module == "aecli":
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
-            for name in names:
-                if name.startswith("aecli.") and layer(name) > layer(module):
-                    upward.append(f"{module} imports {name}")
+    upward = [f"{module} imports {name}" for module, names in imports().items() if module != "aecli"
+              for name in names if layer(name) > layer(module)]
     assert not upward, upward
+
+
+def test_no_module_imports_itself_through_others():
+    """No import circle between aecli's modules (report -> sweep -> report was one): a walk of the import graph
+    from each module never comes back to it."""
+    everything = imports()
+    graph = {m: {n for n in names if n in everything} for m, names in everything.items()}
+    circles = []
+    for start in graph:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            module = todo.pop()
+            if module == start:
+                circles.append(start)
+                break
+            if module not in seen:
+                seen.add(module)
+                todo += graph.get(module, ())
+    assert not circles, f"modules on an import circle: {circles}"
