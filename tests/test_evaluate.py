@@ -217,7 +217,7 @@ def test_the_cvae_code_under_evaluation_never_sees_the_label():
 def prior_posterior_vae(a: torch.Tensor, b: torch.Tensor) -> VAE:
     """A VAE on 2x2 images with one latent whose encoder outputs mu = 0, logvar = 0 (q(z|x) = p(z) = N(0, 1)) and
     whose decoder gives pixel i the logit a_i z + b_i."""
-    model = VAE(MLP([], "tanh"), latent_dim=1, image_shape=(1, 2, 2)).eval()
+    model = VAE(MLP(hidden=[], activation="tanh"), latent_dim=1, image_shape=(1, 2, 2)).eval()
     with torch.no_grad():
         for p in model.encoder.parameters():
             p.zero_()
@@ -257,14 +257,14 @@ def test_iw_bound_of_a_model_whose_posterior_is_its_prior():
 
 
 def test_first_layer_filters_are_the_mlp_weight_rows():
-    model = VAE(MLP([30], "tanh"), latent_dim=2)
+    model = VAE(MLP(hidden=[30], activation="tanh"), latent_dim=2)
     w = ev.first_layer_weight(model)
     assert w is model.encoder.hidden[0].weight and w.shape == (30, 784)
     images = filter_images(w, (1, 28, 28), n=20)
     assert images.shape == (20, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
     row = w[3].detach()
     assert torch.allclose(images[3].flatten(), 0.5 + 0.5 * row / row.abs().max())
-    assert ev.first_layer_weight(VAE(Conv([8, 16]), latent_dim=2)) is None  # conv: no filters picture
+    assert ev.first_layer_weight(VAE(Conv(channels=[8, 16]), latent_dim=2)) is None  # conv: no filters picture
 
 
 
@@ -305,7 +305,7 @@ def test_every_evaluation_stage_says_what_it_does_and_its_time(small_data, caplo
     """Not a terminal: one line per stage when it ends (on a terminal, a rich line for each), so a long evaluation
     is never silent."""
     torch.manual_seed(0)
-    model = VAE(MLP([32], "relu"), latent_dim=3).eval()
+    model = VAE(MLP(hidden=[32], activation="relu"), latent_dim=3).eval()
     s = ev.eval_settings({"test_images": 300, "probe_train_images": 300, "jacobian_images": 20, "iw_samples": 10,
                           "iw_images": 20, "mmd_images": 100, "frechet_images": 300})
     with caplog.at_level("INFO", logger="aecli"):

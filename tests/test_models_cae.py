@@ -172,7 +172,7 @@ def test_a_tied_cae_shares_one_weight_and_its_penalty_is_still_exact():
     """model.tied (Rifai et al.'s CAE): the decoder is W^T of the encoder's W, one tensor; the closed-form
     ||J_f||_F^2 and its gradient agree with autograd through the shared weight."""
     torch.manual_seed(0)
-    model = CAE(MLP([], "relu"), latent_dim=20, lam=1.0, tied=True, code_activation="sigmoid")
+    model = CAE(MLP(hidden=[], activation="relu"), latent_dim=20, lam=1.0, tied=True, code_activation="sigmoid")
     assert model.decoder.out.weight is model.encoder.out.weight
     assert sum(p.numel() for p in model.parameters()) == 784 * 20 + 20 + 784
     x = torch.rand(6, 1, 28, 28)

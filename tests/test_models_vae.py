@@ -169,7 +169,7 @@ def test_posterior_samples_and_the_collapse_symptom():
 def test_batched_elbo_terms_equal_the_per_sample_terms():
     """elbo_terms decodes all k samples in one batch: each column is the log-weight of its own sample."""
     torch.manual_seed(0)
-    model = VAE(MLP([16], "tanh"), latent_dim=3).eval()
+    model = VAE(MLP(hidden=[16], activation="tanh"), latent_dim=3).eval()
     x = (torch.rand(5, 1, 28, 28) < 0.3).float()
     torch.manual_seed(1)
     log_w = model.elbo_terms(x, k=4)
@@ -186,7 +186,7 @@ def test_batched_elbo_terms_equal_the_per_sample_terms():
 # -- the importance weighted autoencoder (model.iw_samples = k) -----------------------------------------------
 def iwae(k: int, lam: float = 1.0) -> VAE:
     torch.manual_seed(0)
-    return VAE(MLP([16], "tanh"), latent_dim=3, lam=lam, iw_samples=k).train()
+    return VAE(MLP(hidden=[16], activation="tanh"), latent_dim=3, lam=lam, iw_samples=k).train()
 
 
 def test_the_k_sample_bound_is_an_independent_computation_of_burdas_eq_8():

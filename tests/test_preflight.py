@@ -65,7 +65,7 @@ def test_group_choices_and_typos_are_one_line_naming_what_to_write(args, needle,
     (["net=conv", "net.hidden=[64]"], "net.hidden is not a key of this config: the conv net's keys are net.channels, "
                                       "net.activation; net.hidden is a key of net=mlp"),
     (["model.noise=0.1"], "model.noise is not a key of this config: the vae model's keys are model.likelihood, "
-                          "model.kl_warmup_epochs; model.noise is a key of model=dae"),
+                          "model.kl_warmup_epochs, model.iw_samples; model.noise is a key of model=dae"),
     (["nokey=3"], "nokey is not a key of this config (`aecli train --cfg job` prints every key"),
     (["trainer.scheduler=linear"], "trainer.scheduler='linear' is not allowed: trainer.scheduler must be one of none, "
                                    "cosine, step, plateau, iwae"),
