@@ -57,7 +57,7 @@ def build_parts(cfg: DictConfig, run_dir: Path, multirun: bool = False, data: Da
     """Every part of the run of `cfg`, checked (aecli.config.validate); `data`: the loaded data set, when the
     caller has it."""
     device = resolve_device(cfg.device.type)
-    precision = set_matmul_precision(cfg.trainer.get("matmul_precision", "auto"), device)
+    precision = set_matmul_precision(cfg.trainer.matmul_precision, device)
     threads = threads_for(cfg.trainer.num_threads)  # null | N | auto (aecli/cores.py)
     if threads:
         torch.set_num_threads(threads)

@@ -39,7 +39,7 @@ class Checkpointer:
 
     def __init__(self, cfg: DictConfig, parts):
         self.cfg, self.parts = cfg, parts
-        self.every_s = cfg.trainer.get("checkpoint_every_s")
+        self.every_s = cfg.trainer.checkpoint_every_s
         self.last_saved = time.monotonic()
         self.best_snapshot: dict | None = None
 

@@ -137,6 +137,8 @@ def resume_config(cfg: DictConfig, ckpt: dict, path: Path, overrides: list[str])
     Any other key given with resume= must equal the checkpoint's: a resume continues the run as configured.
     """
     merged = OmegaConf.create(ckpt["config"])
+    for section in ("trainer", "eval"):  # a setting declared since the checkpoint was written: today's value
+        merged[section] = OmegaConf.merge(cfg[section], merged[section] if section in merged else {})
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o} - {"resume"}
     for key in sorted(given):
         new = _select(cfg, key)

@@ -31,8 +31,8 @@ class TrainerOptions(schema.Options):
     weight_decay: float = schema.number(0.0, low=0)
     log_every: int = schema.integer(50, low=1)
     progress: str = schema.choice("auto", "bar", "lines")
-    num_threads: int | str | None = schema.custom(  # null: torch's default; N; auto: the free cores (aecli/cores.py)
-        None, lambda v: v is None or v == "auto" or (schema.is_int(v) and v >= 1), "null, auto or an integer >= 1")
+    num_threads: int | str | None = schema.custom(  # auto: the free cores (aecli/cores.py); N; null: torch's default
+        "auto", lambda v: v is None or v == "auto" or (schema.is_int(v) and v >= 1), "null, auto or an integer >= 1")
     compile: bool = schema.boolean(False)
     precision: str = schema.choice("fp32", "bf16")
     matmul_precision: str = schema.choice("auto", "highest", "high", "medium")

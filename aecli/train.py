@@ -178,7 +178,7 @@ class Trainer:
         state.rows.append(row)
         self.writer.epoch(row, state.rows)
         last = state.epoch >= self.cfg.epochs or state.stopped_early
-        if last or state.epoch % self.cfg.trainer.get("images_every", 1) == 0:
+        if last or state.epoch % self.cfg.trainer.images_every == 0:
             p.prior.fit(state.epoch, state.step)
             self.writer.images(model, data, state.epoch, self.cfg.seed)
         improved = row["val_loss"] < state.best_val

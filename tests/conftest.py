@@ -111,6 +111,17 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
+CURRENT_TEST: list = []  # the test being set up or run (its fixtures included), for run_cli's check of `slow`
+
+
+def pytest_runtest_setup(item):
+    CURRENT_TEST[:] = [item]
+
+
+def pytest_runtest_teardown(item):
+    CURRENT_TEST.clear()
+
+
 @pytest.fixture(autouse=True)
 def _real_data_only(request):
     """A test marked real_data needs the real images: skipped on written files (the closing line counts them)."""
@@ -141,9 +152,32 @@ def tiny_overrides(data_root: Path, net: str = "mlp", **extra) -> list[str]:
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The real `aecli` entry point in a subprocess, output captured, never a terminal."""
+    """The real `aecli` entry point in a subprocess, output captured, never a terminal. Only a test marked `slow`
+    may start it: the fast tier (`pytest -m "not slow"`) runs in process."""
+    if CURRENT_TEST and not CURRENT_TEST[0].get_closest_marker("slow"):
+        pytest.fail(f"{CURRENT_TEST[0].nodeid} starts the CLI in a subprocess: mark it @pytest.mark.slow")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     exe = shutil.which("aecli") or ""
     cmd = [exe] if exe else [sys.executable, "-m", "aecli.cli"]
     return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,
                           stdin=subprocess.DEVNULL)
+
+
+def cli_error(capsys, *args: str) -> tuple[int, str]:
+    """Run `aecli ARGS` in-process; its exit code and its stderr, which must be exactly one line."""
+    from aecli.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aecli: ") and "Traceback" not in err, err
+    return e.value.code, err
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread is fastest, and LAPACK's threads crawl on an oversubscribed machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,7 +13,7 @@ import torch
 from aecli.checkpoint import load_checkpoint, save_atomic
 from aecli.errors import AecliError
 
-from test_robustness import cli_error
+from conftest import cli_error
 
 
 def test_a_kill_at_any_moment_leaves_the_previous_last_pt_loadable(tmp_path):

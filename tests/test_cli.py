@@ -16,7 +16,7 @@ from PIL import Image
 
 from aecli.plots import GRID_FONT
 
-from conftest import run_cli, tiny_overrides
+from conftest import REPO, cli_error, run_cli, tiny_overrides
 
 
 def run_dirs(cwd: Path) -> list[Path]:
@@ -32,6 +32,7 @@ def vae_run(data_root, tmp_path_factory):
     return run, proc
 
 
+@pytest.mark.slow
 def test_train_writes_every_output(vae_run):
     run, proc = vae_run
     assert (run / ".hydra" / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
@@ -63,6 +64,7 @@ def test_train_writes_every_output(vae_run):
     assert "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_sample_writes_a_grid_where_it_says(vae_run, tmp_path):
     run, _ = vae_run
     target = tmp_path / "grid.png"
@@ -80,6 +82,7 @@ def test_sample_writes_a_grid_where_it_says(vae_run, tmp_path):
     assert "samples_seed0.png" in first.stdout and "samples_seed0_1.png" in second.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,needle", [
     (("n=100000",), "one grid holds 1 to 1024 images"),
     (("out=grid",), "out=grid has no image type"),
@@ -91,12 +94,14 @@ def test_sample_refuses_what_it_cannot_write_in_one_line(vae_run, tmp_path, args
     assert proc.returncode == 2 and needle in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["sample", "eval", "runs", "report"])
 def test_every_command_has_its_own_help(command, tmp_path):
     proc = run_cli(command, "--help", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith(f"usage: aecli {command}")
 
 
+@pytest.mark.slow
 def test_help_and_composed_config(tmp_path):
     top = run_cli("--help", cwd=tmp_path)
     assert top.returncode == 0 and all(c in top.stdout for c in ("train", "sample", "eval", "runs"))
@@ -109,6 +114,7 @@ def test_help_and_composed_config(tmp_path):
     assert not (tmp_path / "outputs").exists()  # printing the config runs nothing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,needle", [
     (("model=nope",), "model=nope"),
     (("lambda=-2",), "lambda"),
@@ -135,11 +141,13 @@ def test_bad_input_is_one_line_and_non_zero(args, needle, tmp_path, data_root):
     assert err.count("\n") == 0 and err.startswith("aecli: ") and needle in err, err
 
 
+@pytest.mark.slow
 def test_sample_of_a_missing_run_is_one_line(tmp_path):
     proc = run_cli("sample", f"run={tmp_path / 'nope'}", cwd=tmp_path)
     assert proc.returncode != 0 and proc.stderr.strip().startswith("aecli: ") and "\n" not in proc.stderr.strip()
 
 
+@pytest.mark.slow
 def test_tab_completion_completes_in_bash_directly_and_through_uv_run(tmp_path):
     """The script `aecli train -sc install=bash` prints, sourced in bash, completes `aecli train model=c` and
     `uv run aecli train model=c` (the way the README runs aecli), as bash's completion would call it."""
@@ -164,6 +172,7 @@ done"""
     assert "could not start" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_a_bad_eval_setting_is_refused_before_training(tmp_path, data_root):
     proc = run_cli("train", *tiny_overrides(data_root, **{"eval.at_end": "true", "eval.iw_samples": 0}), cwd=tmp_path)
     assert proc.returncode != 0 and "eval.iw_samples=0" in proc.stderr and "Traceback" not in proc.stderr
@@ -208,3 +217,30 @@ def test_typical_typos_name_what_was_typed_and_what_to_write(args, needle, tmp_p
     err = proc.stderr.strip()
     assert proc.returncode == 2 and err.count("\n") == 0 and needle in err, err
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_bad_value_fails_the_cli_before_any_work(data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, "train", f"data.root={data_root}", "epochs=0", "hydra.run.dir=run")
+    assert code == 2 and "epochs=0 is not allowed" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_start_up_imports_nothing_heavy_before_the_first_step(data_root):
+    # what a run imports before its first step: the config, the model, the data. Not torchvision (only a
+    # download needs it), not matplotlib (the loss plot at the end), not rich (only a terminal's bar).
+    code = f"""
+import sys
+from hydra import compose, initialize_config_dir
+from aecli.cli import config_dir
+from aecli.train import Trainer
+with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+    cfg = compose(config_name="config", overrides={tiny_overrides(data_root)!r})
+trainer = Trainer(cfg, {str(data_root / "unused-run")!r})
+heavy = [m for m in ("torchvision", "matplotlib", "rich", "PIL", "pandas", "scipy") if m in sys.modules]
+print("HEAVY", heavy)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "HEAVY []" in out.stdout, out.stdout

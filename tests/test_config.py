@@ -10,6 +10,7 @@ from aecli.paths import config_dir
 from aecli import schema
 from aecli.config import COMPONENTS, build_model, component_class, validate
 from aecli.errors import AecliError
+from conftest import tiny_overrides
 
 CONF = config_dir()
 GROUPS = ["model", "data", "device", "net", "trainer", "logger", "eval"]
@@ -180,3 +181,17 @@ def test_paper_experiments_compose_and_build(name):
         assert cfg.model.iw_samples == 5 and cfg.data.binarize == "dynamic"
     if name == "paper_aae_mnist":
         assert (cfg.model.prior_std, cfg.latent_dim, list(cfg.net.hidden)) == (5.0, 8, [1200, 1200])
+
+
+# -- every run-level value against its range -------------------------------------------------------------
+@pytest.mark.parametrize("override,key", [
+    ("epochs=0", "epochs"), ("batch_size=0", "batch_size"), ("lr=0", "lr"), ("lr=-1e-3", "lr"),
+    ("lambda=-1", "lambda"), ("latent_dim=0", "latent_dim"), ("data.val_size=0", "data.val_size"),
+    ("data.limit=0", "data.limit"), ("seed=1.5", "seed"), ("trainer.log_every=0", "trainer.log_every"),
+    ("trainer.weight_decay=-1", "trainer.weight_decay"), ("epochs=ten", "epochs"), ("lr=nan", "lr"),
+    ("trainer.compile=maybe", "trainer.compile"),
+])
+def test_every_numeric_key_is_checked_against_its_range(data_root, override, key):
+    cfg = compose_with(*tiny_overrides(data_root), override)
+    with pytest.raises(AecliError, match=rf"^{key}=.* is not allowed: {key} must be "):
+        validate(cfg)

@@ -80,6 +80,7 @@ def test_bad_images_are_one_line_naming_the_file(tmp_path, case, expect):
         assert str(folder / "b.png") in message
 
 
+@pytest.mark.slow
 def test_own_images_train_and_evaluate_end_to_end(tmp_path):
     """`aecli train data=images data.path=...` on unlabeled images: the metrics that need labels are skipped with
     their reason; a cvae is refused in one line."""

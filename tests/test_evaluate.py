@@ -46,6 +46,7 @@ def small_data(data_root):
     return load_data("mnist", data_root, limit=300, val_size=100)
 
 
+@pytest.mark.slow
 def test_train_at_end_writes_eval_json_and_a_summary(vae_run):
     run, out = vae_run
     m = json.loads((run / "eval.json").read_text())
@@ -66,6 +67,7 @@ def test_train_at_end_writes_eval_json_and_a_summary(vae_run):
         assert (run / picture).stat().st_size > 1000, picture
 
 
+@pytest.mark.slow
 def test_eval_command_repeats_the_at_end_numbers(vae_run):
     run, _ = vae_run
     at_end = json.loads((run / "eval.json").read_text())
@@ -82,6 +84,7 @@ def test_eval_command_repeats_the_at_end_numbers(vae_run):
     assert json.loads((run / "eval.json").read_text()) == again
 
 
+@pytest.mark.slow
 def test_eval_refuses_bad_settings_in_one_line(vae_run):
     with pytest.raises(AecliError) as e:
         ev.eval_command(str(vae_run[0]), iw_samples=0, device="cpu")
@@ -109,6 +112,7 @@ def test_iw_bound_tightens_with_more_samples(small_data):
     assert iw == sorted(iw) and iw[-1] > bounds[200]["elbo"] + 0.1
 
 
+@pytest.mark.slow
 def test_sample_modes_write_grids_of_the_right_shape(vae_run, tmp_path):
     from aecli.runs import load_trained as load_run
     from aecli.sampling import STEPS, interpolation_images, pick_pairs, sample_command
@@ -284,6 +288,7 @@ def test_paper_protocol_settings():
 
 
 
+@pytest.mark.slow
 def test_an_evaluation_records_its_protocol_and_draws_the_curves(data_root, tmp_path):
     sizes = {"eval.at_end": "true", "eval.test_images": 500, "eval.probe_train_images": 500, "eval.iw_samples": 50,
              "eval.iw_images": 20, "eval.frechet_images": 500, "eval.mmd_images": 200, "eval.jacobian_images": 20,

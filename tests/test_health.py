@@ -12,7 +12,7 @@ from aecli.train import Trainer
 
 from conftest import as_net, run_cli, tiny_overrides
 from test_resume import compose_tiny, fast_data, shared_data  # noqa: F401  (fixtures)
-from test_robustness import cli_error
+from conftest import cli_error
 from test_train import compose_tiny as compose_run, odd_data, trainer_on  # noqa: F401  (fixtures)
 
 
@@ -83,6 +83,7 @@ def test_a_diverging_loss_stops_the_run_like_a_nan(data_root, odd_data, tmp_path
     assert "no checkpoint was written yet" in msg and "lr=100" in msg and e.value.exit_code == 3
 
 
+@pytest.mark.slow
 def test_a_nan_with_the_gaussian_likelihood_is_one_line_and_exit_3(data_root, tmp_path):
     """`model=vae model.likelihood=gaussian lr=0.1` once ended in a 90-line traceback of NaN tensors."""
     proc = run_cli("train", *tiny_overrides(data_root, model="vae", lr=0.1, epochs=3,

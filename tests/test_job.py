@@ -3,6 +3,13 @@ interrupted, pruned), resume=auto's one rule, and a refused run that leaves noth
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -11,8 +18,9 @@ from aecli import job, rundir
 from aecli.cli import main
 from aecli.errors import AecliError, Pruned
 from aecli.job import check_new_run_dir
-from conftest import tiny_overrides
-from test_robustness import cli_error
+from aecli.train import Interrupted, Trainer
+from conftest import cli_error, tiny_overrides
+from test_resume import compose_tiny, fast_data, shared_data  # noqa: F401  (fixtures)
 
 
 def test_a_new_run_never_writes_into_an_existing_run_folder(tmp_path, capsys):
@@ -34,6 +42,7 @@ def test_an_unwritable_output_folder_is_named(tmp_path, capsys):
     assert code == 2 and f"cannot write the run folder {tmp_path / 'file' / 'run'}" in err
 
 
+@pytest.mark.slow
 def test_a_folder_whose_run_never_trained_is_reused(tmp_path, data_root):
     """A bad value found inside the run (here an optimized_metric this model does not write) leaves no run that
     trained (a failed status.json, or no folder when only Hydra's record was written); the corrected command with
@@ -128,3 +137,39 @@ def test_resume_auto_extends_a_finished_run_when_epochs_grew(tmp_path, data_root
     assert "ended ok before: kept (val_recon" in (tmp_path / "run" / "train.log").read_text()
     assert "2 of epochs=2 trained" in (tmp_path / "run" / "train.log").read_text()
     assert len(rundir.read_metrics(tmp_path / "run")) == 2
+
+
+@pytest.mark.slow
+def test_a_signal_during_the_final_evaluation_says_how_to_finish_it(tmp_path, data_root):
+    """Training ended, the evaluation is running: SIGTERM writes status.json (interrupted, stage evaluation) and
+    prints the `aecli eval` command that completes it."""
+    over = [*tiny_overrides(data_root, **{"eval.at_end": "true", "eval.iw_samples": 100000, "eval.iw_images": 500}),
+            "hydra.run.dir=run"]
+    proc = subprocess.Popen([sys.executable, "-m", "aecli.cli", "train", *over], cwd=tmp_path,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    for line in proc.stdout:
+        if line.startswith("done: best val_loss"):
+            time.sleep(1.0)  # into the evaluation (the IW bound alone takes minutes at these sizes)
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.count("\n") == 1, err
+    assert "during the evaluation: training finished" in err and "aecli eval run=" in err
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["stage"] == "evaluation"
+    assert not (tmp_path / "run" / "eval.json").exists() and (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+
+
+def test_a_resume_keeps_the_run_s_own_eval_setting(data_root, fast_data, tmp_path):
+    """A run started with eval.at_end=false and resumed is not evaluated (the resumes read the new composed config
+    before: 8 of 8 evaluated)."""
+    from aecli.job import run_training
+
+    cfg = compose_tiny(data_root)  # eval.at_end=false in tiny_overrides
+    first = Trainer(cfg, tmp_path / "run", stop_at_step=3)
+    with pytest.raises(Interrupted):
+        first.fit()
+    run_training(compose_tiny(data_root, resume=tmp_path / "run", **{"eval.at_end": "true"}), tmp_path / "run",
+                 overrides=[f"resume={tmp_path / 'run'}"])  # the composed default says true; the run said false
+    assert not (tmp_path / "run" / "eval.json").exists()

@@ -44,6 +44,7 @@ def trained(model_overrides: list[str], net: str, data, data_root, tmp_path) -> 
     return trainer
 
 
+@pytest.mark.slow  # two epochs of every model on 4,000 images
 @pytest.mark.real_data  # the margin was measured on real digits
 @pytest.mark.parametrize("net", NETS)
 @pytest.mark.parametrize("model", [*MODELS, "ae-sigmoid"])

@@ -103,6 +103,7 @@ def only_run(client) -> object:
 
 
 # -- both trackers on a real training run -------------------------------------------------------------
+@pytest.mark.slow
 def test_trackers_record_a_training_run(tmp_path, data_root, caplog):
     from mlflow import MlflowClient
 

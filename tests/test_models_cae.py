@@ -10,7 +10,6 @@ from aecli.models.cae import CAE
 from aecli.nets import ACTIVATIONS, activation, activation_slope
 from aecli.nets.mlp import MLP
 from conftest import as_net
-from test_models import one_thread  # noqa: F401  (autouse: one torch thread)
 
 ENCODERS = {
     # name: (net, latent_dim, code activation)
@@ -30,6 +29,8 @@ ENCODERS = {
     "overcomplete_mlp": ({"name": "mlp", "hidden": [10], "activation": "softplus"}, 800, "none"),
 }
 CHAIN_RULE = [name for name, (net, _, _) in ENCODERS.items() if net["name"] == "mlp" and net["hidden"]]
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 def make_cae(name: str, jacobian: str = "exact", projections: int = 1) -> CAE:

@@ -68,6 +68,7 @@ def grid(tmp_path_factory, data_root):
     return multirun(tmp_path_factory.mktemp("grid"), *smallest(data_root), "latent_dim=2,4", "lambda=1,-1", expect=1)
 
 
+@pytest.mark.slow
 def test_grid_gives_a_folder_and_a_summary_row_per_job(grid):
     out, rows, stdout = grid
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["0", "1", "2", "3"]
@@ -85,6 +86,7 @@ def test_grid_gives_a_folder_and_a_summary_row_per_job(grid):
     assert "sweep" in stdout and "latent_dim=4 lambda=1" in stdout  # the table, with the swept overrides
 
 
+@pytest.mark.slow
 def test_failing_job_is_marked_failed_and_the_others_finish(grid):
     out, rows, stdout = grid
     assert [r["status"] for r in rows] == ["ok", "failed", "ok", "failed"]
@@ -95,6 +97,7 @@ def test_failing_job_is_marked_failed_and_the_others_finish(grid):
     assert "2 of 4 jobs failed" in stdout  # and the sweep exits 1 (the fixture checks)
 
 
+@pytest.mark.slow
 def test_runs_sorts_any_set_of_runs(grid, capsys):
     out, rows, _ = grid
     ok = sorted((float(r["val_loss"]), r["run"]) for r in rows if r["status"] == "ok")
@@ -121,6 +124,7 @@ def search(tmp_path_factory, data_root):
                     *smallest(data_root, **{"trainer.num_threads": "null"}))
 
 
+@pytest.mark.slow
 def test_optuna_runs_the_requested_trials(search):
     out, rows, _ = search
     assert [r["status"] for r in rows] == ["ok", "ok"]
@@ -136,6 +140,7 @@ def test_optuna_runs_the_requested_trials(search):
     assert result.best_value == pytest.approx(min(float(r["val_recon"]) for r in rows), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_joblib_runs_jobs_side_by_side_with_a_share_of_the_cores(search):
     out, rows, stdout = search
     share = max(1, job.available_cores() // 2)
@@ -145,6 +150,7 @@ def test_joblib_runs_jobs_side_by_side_with_a_share_of_the_cores(search):
     assert "\r" not in stdout and "━" not in stdout.split("sweep")[0]  # no progress bar before the table
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_the_same_code(tmp_path, data_root):
     out, rows, _ = multirun(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1",
                             "hydra.launcher.timeout_min=5", *smallest(data_root), "latent_dim=2,4")
@@ -223,6 +229,7 @@ def test_experiment_composes_and_builds(name):
 
 
 # -- a sweep killed halfway is finished by the same command, into the same folder -----------------------------
+@pytest.mark.slow
 def test_a_sweep_run_again_into_its_folder_finishes_it(tmp_path, data_root):
     """The first attempt stops in job 0 (as a lost node or Ctrl-C would): exit 143. The same command again keeps
     nothing of it but last.pt and resumes job 0, then starts job 1; a third time, every job is kept, and a grid
@@ -239,6 +246,7 @@ def test_a_sweep_run_again_into_its_folder_finishes_it(tmp_path, data_root):
     assert [r["val_loss"] for r in again[:2]] == [r["val_loss"] for r in rows]
 
 
+@pytest.mark.slow
 def test_a_sweep_folder_of_another_sweep_is_refused_job_by_job(tmp_path, data_root):
     out, before, _ = multirun(tmp_path, *smallest(data_root), "latent_dim=2,3")
     status = (out / "0" / "status.json").read_text()
