@@ -9,6 +9,7 @@ import textwrap
 from dataclasses import dataclass
 
 from aecli.errors import AecliError
+from aecli.rundir import EVAL, SUMMARY
 
 WIDTH = 118
 
@@ -105,8 +106,8 @@ COMMANDS = {c.name: c for c in (
                 DEVICE), said="wrote {}"),
     Command("eval", "aecli.evaluate:eval_command",
             "evaluate a finished run on the test set: aecli eval run=outputs/DATE/TIME",
-            "Score a finished run's best checkpoint (or a checkpoint file given as run=) on the test set: eval.json, "
-            "the pictures and a table (docs/eval.md). With the run's own settings the numbers go to eval.json; "
+            f"Score a finished run's best checkpoint (or a checkpoint file given as run=) on the test set: {EVAL}, "
+            f"the pictures and a table (docs/eval.md). With the run's own settings the numbers go to {EVAL}; "
             "another checkpoint, seed or iw_samples writes eval_<checkpoint>_seed<S>[_iw<N>].json beside it.", (
                 RUN,
                 Param("iw_samples", int, None, "samples per image of the importance-weighted bound (vae, cvae)", "N"),
@@ -123,7 +124,7 @@ COMMANDS = {c.name: c for c in (
                 Param("sort", str, None, "any column; a leading - sorts descending (default: each run's "
                       "optimized_metric, best first)", "COLUMN"),
                 Param("columns", str, None, "the columns to show (default: the run, what varies, status, the "
-                      "optimized metric and a few test numbers that fit the terminal); summary.csv of a sweep has "
+                      f"optimized metric and a few test numbers that fit the terminal); {SUMMARY} of a sweep has "
                       "them all", "a,b,..."),
             ), "run or sweep folders", "aecli runs outputs/multirun/DATE/TIME"),
     Command("report", "aecli.report:report_command",

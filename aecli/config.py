@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aecli import schema
 from aecli.errors import AecliError
+from aecli.rundir import METRICS
 from aecli.settings import RunOptions
 
 
@@ -128,8 +129,8 @@ def plain(cfg: DictConfig) -> dict:
 def check_run_settings(cfg: DictConfig, terms: list[str] | None = None) -> None:
     """What the end of the run needs, checked before it starts: a test optimized_metric exists only after the
     evaluation, and nothing may watch it during training. With `terms` (the model's loss terms,
-    aecli.validation.loss_terms, known once the model is built) a validation optimized_metric must be a metrics.csv
-    column the model writes."""
+    aecli.validation.loss_terms, known once the model is built) a validation optimized_metric must be a column the
+    model writes in its metrics."""
     metric = cfg.optimized_metric
     if terms is not None and not metric.startswith("test_"):
         columns = ["val_recon", "val_loss", "train_loss", *(f"{p}_{k}" for p in ("val", "train") for k in terms),
@@ -148,7 +149,7 @@ def check_run_settings(cfg: DictConfig, terms: list[str] | None = None) -> None:
                              f"and trainer.early_stopping watch it every epoch: optimize a validation number (val_recon)")
         if metric.removeprefix("test_") not in DESCRIPTIONS:
             raise AecliError(f"optimized_metric={metric} is not a test metric: allowed "
-                             f"{', '.join('test_' + k for k in DESCRIPTIONS)}, or a metrics.csv column")
+                             f"{', '.join('test_' + k for k in DESCRIPTIONS)}, or a {METRICS} column")
         if not cfg.eval.at_end:
             raise AecliError(f"optimized_metric={metric} comes from the test-set evaluation: set eval.at_end=true, "
                              f"or optimize a validation number such as val_recon")

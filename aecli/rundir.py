@@ -32,6 +32,7 @@ from typing import Any
 from aecli.errors import AecliError
 
 HYDRA = ".hydra"
+HYDRA_RECORDS = ("overrides.yaml", "config.yaml", "hydra.yaml")  # what Hydra writes into .hydra/
 TRAIN_LOG = "train.log"
 STATUS = "status.json"
 METRICS = "metrics.csv"
@@ -47,10 +48,16 @@ ATTEMPTS = ".attempts"
 
 
 class RunDir:
-    """The paths of one run folder."""
+    """The paths of one run folder (the names above)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.hydra = self.path / HYDRA
+        self.overrides_file, self.config_file, self.hydra_file = (self.hydra / name for name in HYDRA_RECORDS)
+        self.status, self.metrics, self.eval = self.path / STATUS, self.path / METRICS, self.path / EVAL
+        self.checkpoints = self.path / CHECKPOINTS
+        self.last, self.best = self.checkpoints / LAST, self.checkpoints / BEST
+        self.images, self.plots = self.path / IMAGES, self.path / PLOTS
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -58,57 +65,9 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    @property
-    def hydra(self) -> Path:
-        return self.path / HYDRA
-
-    @property
-    def status(self) -> Path:
-        return self.path / STATUS
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / METRICS
-
-    @property
-    def eval(self) -> Path:
-        return self.path / EVAL
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / CHECKPOINTS
-
     def checkpoint(self, which: str = "last") -> Path:
         """checkpoints/last.pt or checkpoints/best.pt (`which`: last or best)."""
-        return self.checkpoints / {"last": LAST, "best": BEST}[which]
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoint("last")
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoint("best")
-
-    @property
-    def images(self) -> Path:
-        return self.path / IMAGES
-
-    @property
-    def plots(self) -> Path:
-        return self.path / PLOTS
-
-    @property
-    def overrides_file(self) -> Path:
-        return self.hydra / "overrides.yaml"
-
-    @property
-    def config_file(self) -> Path:
-        return self.hydra / "config.yaml"
-
-    @property
-    def hydra_file(self) -> Path:
-        return self.hydra / "hydra.yaml"
+        return {"last": self.last, "best": self.best}[which]
 
 
 # -- what a folder is ---------------------------------------------------------------------------------
@@ -291,23 +250,50 @@ class FolderInUse(AecliError):
 _locks: dict[Path, Any] = {}  # folder -> its held FileLock, for this process's life
 
 
-def lock_folder(folder: str | Path, what: str = "run folder") -> None:
-    """Own `folder` for this process: an OS lock (filelock) on folder/.lock, which the OS releases when the process
-    ends, however it ends (a crash leaves nothing stuck). Another process gets one line naming the owner's pid."""
+def take_lock(path: str | Path, create: bool = False):
+    """An OS lock (filelock) on the file `path` for this process, which the OS releases when the process ends,
+    however it ends (a crash leaves nothing stuck): the held lock, or None when another process holds it. The file
+    must exist unless `create` (a lock of this process's own); the holder's pid is written into a lock it creates."""
     from filelock import FileLock, Timeout
 
+    path = Path(path)
+    if not create and not path.is_file():
+        return None
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    if create:
+        path.write_text(f"{os.getpid()}\n")
+    return lock
+
+
+def lock_is_held(path: str | Path) -> bool:
+    """Whether another process holds the lock on the existing file `path` (a lock of this process's own, such as
+    the run folders of its in-process jobs, does not count: the file holds the holder's pid)."""
+    lock = take_lock(path)
+    if lock is not None:
+        lock.release()
+        return False
+    try:
+        return Path(path).read_text().strip() != str(os.getpid())
+    except OSError:
+        return False
+
+
+def lock_folder(folder: str | Path, what: str = "run folder") -> None:
+    """Own `folder` for this process (`take_lock` on folder/.lock). Another process gets one line naming the
+    owner's pid."""
     folder = Path(folder).absolute()
     if folder in _locks:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / LOCK)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = take_lock(folder / LOCK, create=True)
+    if lock is None:
         owner = (folder / LOCK).read_text().strip() or "unknown"
         raise FolderInUse(f"{what} {folder} is in use by another aecli process (pid {owner}): wait for it to end, or "
-                         f"choose another folder") from None
-    (folder / LOCK).write_text(f"{os.getpid()}\n")
+                          f"choose another folder")
     _locks[folder] = lock
 
 

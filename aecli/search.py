@@ -14,7 +14,6 @@ The sweeper (hydra_plugins/aecli_optuna_sweeper) runs trial N of the study as jo
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aecli.errors import AecliError, Pruned
+from aecli.rundir import METRICS, read_record
 
 log = logging.getLogger("aecli")
 
@@ -112,42 +112,9 @@ def study_seed(seed: int, storage: str | None, study_name: str) -> int:
     return int(seed) + len(study.trials)
 
 
-# -- locks: which worker or job is alive -------------------------------------------------------------
-def take_lock(path: Path):
-    """An OS lock (fcntl.flock) on the existing file `path` for this process: the open file, which holds it till
-    closed or the process ends; None when another process holds it (or there is no such file)."""
-    if not Path(path).is_file():
-        return None
-    try:
-        f = open(path, "a+")
-    except OSError:
-        return None
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    return f
-
-
-def lock_is_held(path: Path) -> bool:
-    """Whether another process holds an OS lock on the existing file `path` (whose holder writes its pid there:
-    a lock of this process's own, such as the run folders of its in-process jobs, does not count)."""
-    f = take_lock(path)
-    if f is not None:
-        f.close()  # releases the lock taken here
-        return False
-    try:
-        return Path(path).read_text().strip() != str(os.getpid())
-    except OSError:
-        return False
-
-
 def pareto_runs(sweep_dir: Path) -> list[str] | None:
     """The run folders (trial numbers) of a multi-objective study's Pareto front, from the sweep folder's results
     file the sweeper writes; None for a search with one objective (or no results)."""
-    from aecli.rundir import read_record
-
     solutions = read_record(Path(sweep_dir) / RESULTS, "solutions")
     return None if solutions is None else [str(s["run"]) for s in solutions]
 
@@ -169,7 +136,7 @@ def epoch_hook(cfg) -> Callable[[dict], None] | None:
     metric = str(cfg.optimized_metric)
     if metric.startswith("test_") or len(sweeper.get("objectives") or [metric]) > 1:
         log.warning(f"hydra.sweeper.pruner={pruner}: not used for {metric} (pruning needs one objective that "
-                    f"metrics.csv reports every epoch)")
+                    f"{METRICS} reports every epoch)")
         return None
     study = load_study(sweeper.get("storage"), str(sweeper.study_name), pruner)
     if study is None:

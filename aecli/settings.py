@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aecli import schema
+from aecli.rundir import METRICS
 
-METRIC_PREFIXES = ("val_", "train_", "test_")  # optimized_metric: a metrics.csv column or test_<metric>
+METRIC_PREFIXES = ("val_", "train_", "test_")  # optimized_metric: a column of the metrics or test_<metric>
 
 
 @dataclass(kw_only=True)
@@ -109,5 +110,5 @@ class RunOptions(schema.Options):
     resume: str | None = schema.custom(None, lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
                                        "null or a run folder or checkpoint path")
     optimized_metric: str = schema.custom("val_recon", lambda v: isinstance(v, str) and v.startswith(METRIC_PREFIXES),
-                                          "a metrics.csv column (val_recon, val_loss, ...) or test_<metric>")
+                                          f"a {METRICS} column (val_recon, val_loss, ...) or test_<metric>")
     report: bool = schema.boolean(True)

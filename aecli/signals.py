@@ -14,6 +14,7 @@ import threading
 from contextlib import contextmanager
 
 from aecli.errors import AecliError
+from aecli.rundir import CHECKPOINTS, LAST
 
 log = logging.getLogger("aecli")
 
@@ -71,7 +72,7 @@ class StopSignals:
                 raise KeyboardInterrupt
             self.received = signum
             log.warning(f"{signal.Signals(signum).name}: finishing the current step, then writing "
-                        f"checkpoints/last.pt (send it again to stop at once)")
+                        f"{CHECKPOINTS}/{LAST} (send it again to stop at once)")
 
         with handling(handler) as self.previous:
             yield self

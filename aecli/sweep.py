@@ -16,9 +16,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from aecli.metric_names import direction
-from aecli.rundir import LOCK, SUMMARY, attempt_failures, new_attempt, read_run
+from aecli.rundir import LOCK, SUMMARY, attempt_failures, lock_is_held, new_attempt, read_run
 from aecli.runtable import failed, labelled_runs, print_table, row_of, runs_command, sort_rows, write_summary
-from aecli.search import lock_is_held, pareto_runs, study_seed
+from aecli.search import pareto_runs, study_seed
 
 __all__ = ["SweepSummary", "LAST_SWEEP", "runs_command", "study_seed", "summarize_sweep"]
 log = logging.getLogger(__name__)

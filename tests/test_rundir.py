@@ -104,3 +104,27 @@ def test_the_run_folder_is_the_floor_and_its_views_import_downward():
     assert not {"aecli.report", "aecli.sweep", "aecli.job"} & imports_of("aecli.runtable")
     assert not {"aecli.sweep", "aecli.job"} & imports_of("aecli.report")
     assert "aecli.report" in imports_of("aecli.sweep") and "aecli.sweep" not in imports_of("aecli.runtable")
+
+
+def test_a_lock_held_by_another_process_is_seen(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "w.lock"
+    assert rundir.take_lock(path) is None and not rundir.lock_is_held(path)  # no such file
+    path.touch()
+    assert not rundir.lock_is_held(path)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert rundir.lock_is_held(path) and rundir.take_lock(path) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    lock = rundir.take_lock(path)
+    assert lock is not None
+    lock.release()

@@ -49,30 +49,6 @@ def test_an_old_study_database_is_refused_in_one_line_that_says_how_to_upgrade_i
     assert "\n" not in str(e.value)
 
 
-def test_a_lock_held_by_another_process_is_seen(tmp_path):
-    import subprocess
-    import sys
-    import time
-
-    path = tmp_path / "w.lock"
-    assert search.take_lock(path) is None and not search.lock_is_held(path)  # no such file
-    path.touch()
-    assert not search.lock_is_held(path)
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
-                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(path)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        assert search.lock_is_held(path) and search.take_lock(path) is None
-    finally:
-        holder.kill()
-        holder.wait()
-    time.sleep(0.1)
-    f = search.take_lock(path)
-    assert f is not None
-    f.close()
-
-
 def test_no_hook_outside_a_study():
     from omegaconf import OmegaConf
 

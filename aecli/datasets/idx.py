@@ -10,7 +10,6 @@ the labels of another data set (Fashion-MNIST's in the MNIST folder) are refused
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import math
 import os
@@ -69,13 +68,15 @@ def extract_gz(raw: Path) -> None:
     todo = [stem for stem in stems if not (raw / stem).is_file() and (raw / f"{stem}.gz").is_file()]
     if not todo:
         return
+    from filelock import FileLock
+
+    lock = FileLock(raw / ".extract.lock")
     try:
-        lock = open(raw / ".extract.lock", "a")
+        lock.acquire()
     except OSError as e:
         raise AecliError(f"cannot extract the .gz files in the data folder {raw} ({e.strerror}): make it writable, "
                          "or set data.root to a folder holding the extracted files")
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
         for stem in todo:
             src, dst = raw / f"{stem}.gz", raw / stem
             if dst.is_file():  # another process extracted it while this one waited for the lock

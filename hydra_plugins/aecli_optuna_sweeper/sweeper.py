@@ -18,7 +18,6 @@ sweep folder is marked FAIL.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import socket
@@ -40,6 +39,7 @@ from optuna.trial import TrialState
 from aecli import search
 from aecli.errors import AecliError
 from aecli.metric_names import direction as metric_direction
+from aecli.rundir import take_lock
 
 log = logging.getLogger("aecli")
 WORKERS = ".workers"  # in the sweep folder: one lock file per live worker, held for its life
@@ -168,11 +168,7 @@ class AecliOptunaSweeper(Sweeper):
         folder = self.sweep_dir / WORKERS
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{socket.gethostname()}-{os.getpid()}.lock"
-        self._lock_file = open(path, "a+")
-        fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._lock_file.truncate(0)
-        self._lock_file.write(f"{os.getpid()}\n")
-        self._lock_file.flush()
+        self._lock = take_lock(path, create=True)  # a name of this process's own: never held by another
         return path
 
     def adopt_orphans(self, study: optuna.Study) -> list[optuna.Trial]:
@@ -184,7 +180,7 @@ class AecliOptunaSweeper(Sweeper):
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             lock = t.user_attrs.get("aecli_worker")
             if lock and lock not in taken:
-                held = search.take_lock(Path(lock))
+                held = take_lock(Path(lock))
                 if held is not None:
                     taken[lock] = held
             if lock not in taken:
