@@ -130,11 +130,13 @@ def train(overrides: list[str] = (), run_dir: str | Path | None = None) -> Path:
 
     import aecli.sweep  # noqa: F401  (the resolvers the configs use)
     from aecli.job import protect_run_folders, quote_value, train_one
+    from aecli.overrides import parse
     from aecli.paths import config_dir
     from aecli.rundir import unlock_folder
 
     overrides = list(overrides)
-    bad = [o for o in overrides if o.startswith("-") or "," in o.split("=", 1)[-1] and not o.endswith("]")]
+    flags = [o for o in overrides if o.startswith("-")]
+    bad = flags + [o.input_line for o in parse([o for o in overrides if o not in flags]) if o.is_sweep_override()]
     if bad:
         raise AecliError(f"aecli.train runs one run: {bad[0]} is a sweep or a flag; call it once per value instead")
     if run_dir is not None:

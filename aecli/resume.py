@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aecli.checkpoint import load_model_state
 from aecli.errors import AecliError
+from aecli.overrides import parse
 
 # Keys a resume may change; any other key given with resume= must equal the checkpoint's (bitwise resumes
 # need the same threads too, but a new machine may need another count).
@@ -139,7 +140,7 @@ def resume_config(cfg: DictConfig, ckpt: dict, path: Path, overrides: list[str])
     merged = OmegaConf.create(ckpt["config"])
     for section in ("trainer", "eval"):  # a setting declared since the checkpoint was written: today's value
         merged[section] = OmegaConf.merge(cfg[section], merged[section] if section in merged else {})
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o} - {"resume"}
+    given = {o.key_or_group for o in parse(overrides)} - {"resume"}
     for key in sorted(given):
         new = _select(cfg, key)
         if key.split(".")[0] in RESUMABLE or key in RESUMABLE:  # logger=csv drops the trackers a run had
