@@ -21,9 +21,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
@@ -127,7 +129,10 @@ class AecliOptunaSweeper(Sweeper):
     def make_sampler(self, space: dict[str, BaseDistribution]):
         conf = OmegaConf.to_container(self.sampler_conf, resolve=True)
         if self.worker and conf.get("seed") is not None:  # workers started together must not propose the same
-            conf["seed"] = int(conf["seed"]) + os.getpid()
+            # trials: each mixes its host and pid into the seed (seed + pid alone collided: the study's seed counts
+            # the trials it holds, so seed + 1 + pid - 1 of a worker started one trial later drew the same values)
+            mixed = np.random.SeedSequence([int(conf["seed"]), os.getpid(), zlib.crc32(socket.gethostname().encode())])
+            conf["seed"] = int(mixed.generate_state(1)[0])
         if str(conf["_target_"]).endswith("GridSampler"):
             conf["search_space"] = {name: grid_values(name, d) for name, d in space.items()}
             size = 1
