@@ -202,8 +202,9 @@ def pixel_floors(data: Data, s: EvalSettings, n_train: int, n_test: int, n_f: in
     x_train, y_train = data.train_all.batch(torch.arange(n_train, device=device))
     x_test, y_test = data.test.batch(torch.arange(n_test, device=device))
     first = torch.arange(n_f, device=device)
-    frechet_floor = metrics.frechet_distance(features(classifier, data.train_all.batch(first)[0]),
-                                             features(classifier, data.test.batch(first)[0]))
+    frechet_floor = (metrics.frechet_distance(features(classifier, data.train_all.batch(first)[0]),
+                                              features(classifier, data.test.batch(first)[0]))
+                     if n_f >= 2 else None)  # a covariance needs two images
     return {"pixel_probe_acc": metrics.probe_accuracy(x_train.flatten(1), y_train, x_test.flatten(1), y_test,
                                                       s.probe_steps, s.probe_l2, data.n_classes),
             "pixel_knn_acc": metrics.knn_accuracy(x_train.flatten(1), y_train, x_test.flatten(1), y_test, s.knn_k,
@@ -247,17 +248,21 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
             out.update(reconstruction(model, data.test, n_test, corrupt=model.corrupt))
     if model.sparse_code:
         out["mean_activation"], out["off_fraction"] = metrics.activation_stats(z_test, s.sparse_threshold)
+    skipped: dict[str, str] = {}
     if model.code_prior == "native":  # q(z) = E_x q(z|x), sampled one z per test image, against draws from p(z)
         m = min(s.mmd_images, n_test)
-        with torch.no_grad(), StageProgress(f"eval: MMD of {m:,} posterior samples to the prior"):
-            out["mmd"] = metrics.mmd_gaussian(posterior_samples(model, data.test, m, generator),
-                                              model.sample_prior(m, generator=generator).float())
+        if m < 2:  # the unbiased estimate leaves each sample's pair with itself out: it needs two
+            skipped["mmd"] = f"MMD needs at least 2 test images; the data set {data.name} has {n_test}"
+        else:
+            with torch.no_grad(), StageProgress(f"eval: MMD of {m:,} posterior samples to the prior"):
+                out["mmd"] = metrics.mmd_gaussian(posterior_samples(model, data.test, m, generator),
+                                                  model.sample_prior(m, generator=generator).float())
     if s.parzen_samples:
         with StageProgress(f"eval: Parzen window of {s.parzen_samples:,} samples"):
             out.update(parzen(model, data, s.parzen_samples, n_test,
                               torch.Generator(device=device).manual_seed(seed)))
     if not data.labeled:
-        out["skipped"] = {k: f"the data set {data.name} has no labels" for k in NEEDS_LABELS}
+        out["skipped"] = {**skipped, **{k: f"the data set {data.name} has no labels" for k in NEEDS_LABELS}}
         return out, (z_test, torch.zeros(len(z_test), dtype=torch.long, device=device))
 
     with StageProgress(f"eval: linear probe and {s.knn_k}-NN on the codes of {n_train:,} training images"):
@@ -281,9 +286,12 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
     labels = ", label accuracy" if model.conditional else ""
     with StageProgress(f"eval: Fréchet distance of {n_f:,} samples{labels}"):
         x_f, y_f = data.test.batch(torch.arange(n_f, device=device))
-        samples = draw(model, n_f, generator, y_f if model.conditional else None)
-        out["frechet"] = metrics.frechet_distance(features(classifier, samples), features(classifier, x_f))
-        out["frechet_floor"] = floors["frechet_floor"]
+        if n_f >= 2:
+            samples = draw(model, n_f, generator, y_f if model.conditional else None)
+            out["frechet"] = metrics.frechet_distance(features(classifier, samples), features(classifier, x_f))
+            out["frechet_floor"] = floors["frechet_floor"]
+        else:  # the Gaussians of the features need a covariance, of two images at least
+            skipped["frechet"] = f"the Fréchet distance needs at least 2 test images; the data set {data.name} has {n_f}"
         if model.conditional:
             per_class = []
             for c in range(data.n_classes):
@@ -293,6 +301,8 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
                 per_class.append((pred == c).float().mean().item())
             out["label_acc"] = sum(per_class) / data.n_classes
             out["label_acc_per_class"] = per_class
+    if skipped:
+        out["skipped"] = skipped
     return out, (z_test, y_test)
 
 

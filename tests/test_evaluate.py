@@ -331,3 +331,27 @@ def test_a_stage_on_a_terminal_is_a_rich_line_that_fills():
             bar.advance()
     assert bar._progress.tasks[0].completed == 4 and bar._progress.tasks[0].finished
     assert not bar._progress.live.is_started  # stopped: the line stays, ticked
+
+
+def test_a_dozen_labelled_images_evaluate_without_a_nan_or_a_traceback(tmp_path):
+    """Twelve labelled images leave one test image: the Fréchet distance (a covariance) ended in LinAlgError and the
+    MMD in nan. Every number is finite now, and what one image cannot give is skipped with its reason."""
+    import json
+
+    import numpy as np
+
+    from aecli.api import train
+
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "dozen.npz", x=(g.random((12, 16, 16)) > 0.5).astype(np.float32), y=np.arange(12) % 3)
+    threads = torch.get_num_threads()
+    try:
+        run = train(["data=images", f"data.path={tmp_path / 'dozen.npz'}", "epochs=1", "net.hidden=[16]",
+                     "latent_dim=2", "device=cpu", "trainer.num_threads=1", "trainer.progress=lines",
+                     f"eval.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads((run / "eval.json").read_text())
+    numbers = {k: v for k, v in record.items() if isinstance(v, float)}
+    assert numbers and all(math.isfinite(v) for v in numbers.values()), numbers
+    assert set(record["skipped"]) == {"mmd", "frechet"} and "at least 2 test images" in record["skipped"]["mmd"]
