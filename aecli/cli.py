@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from aecli.commands import COMMANDS, overview
 from aecli.errors import AecliError
 from aecli.errors import exit_with as fail
 from aecli.paths import config_dir
-from aecli.preflight import check_group_choices, check_overrides  # noqa: F401 (the tests' entry points)
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a Unix tool whose reader went away exits with
 

@@ -163,7 +163,7 @@ def run_training(cfg, run_dir: Path, multirun: bool = False, overrides: list[str
     summary = ""
     if trainer.cfg.eval.at_end:  # the run's own setting: a resume keeps it
         from aecli.evaluate import headline, run_eval
-        from aecli.train import interruptible
+        from aecli.signals import interruptible
 
         finish = f"{aecli_command()} eval run={shlex.quote(str(run_dir))}"
         with interruptible(f"during the evaluation: training finished ({RunDir(run_dir).best} is written); finish the "
@@ -240,7 +240,7 @@ def train_one(cfg, run_dir: Path, overrides: list[str], multirun: bool = False,
     failed, interrupted or pruned. Returns its `optimized_metric` at the best checkpoint. Raises what stopped it; in
     a sweep a failure is recorded (and noted in the sweep's attempt) and None returned, so the sweep goes on. A
     single run refused before it started (device=cuda without a GPU, a bad value) leaves no folder behind."""
-    from aecli.train import Interrupted
+    from aecli.signals import Interrupted
 
     start = time.perf_counter()
     created = not run_dir.exists() or only_hydra_wrote(run_dir)

@@ -156,8 +156,6 @@ def filter_images(weight: torch.Tensor, image_shape, n: int = 100) -> torch.Tens
     """The first n rows of a first-layer weight [units, inputs] as images [n, C, H, W] in [0, 1]: each row's first
     C*H*W inputs (a condition joined after the pixels is left out), scaled by its largest |w| so that grey is 0,
     white positive, black negative (the filters of Ng's notes and Vincent et al. 2010, Fig. 6)."""
-    import torch
-
     size = 1
     for d in image_shape:
         size *= int(d)

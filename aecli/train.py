@@ -31,12 +31,12 @@ from aecli.checkpoint import find_checkpoint, load_checkpoint
 from aecli.checkpointing import Checkpointer
 from aecli.config import check_run_settings, validate
 from aecli.data import Data
-from aecli.health import NonFiniteLoss, code_spread, collapse_symptoms  # noqa: F401  (NonFiniteLoss: public)
+from aecli.health import code_spread, collapse_symptoms
 from aecli.paths import aecli_command
 from aecli.progress import EpochProgress, epoch_line, start_line
 from aecli.resume import LoopState, resume_config, set_rng_state
 from aecli.rundir import LAST, RunDir
-from aecli.signals import Interrupted, StopSignals, interruptible  # noqa: F401  (public names of the trainer)
+from aecli.signals import Interrupted, StopSignals
 from aecli.validation import evaluate_split, loss_terms
 
 log = logging.getLogger("aecli")

@@ -140,7 +140,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from aecli.cli import config_dir
+    from aecli.paths import config_dir
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         return hydra_compose("config", overrides=overrides)
@@ -346,7 +346,7 @@ def main() -> None:
 
 def zoo(root: str, steps: int, rounds: int, device: torch.device, seed_hp: list[str], peak: Matmul, quick: bool):
     """cae (exact Jacobian, estimate) and aae at seed 004's setup; then cae against ae at latent 16, mlp net."""
-    from aecli.cli import config_dir
+    from aecli.paths import config_dir
 
     have = {p.stem for p in (config_dir() / "model").glob("*.yaml")}
     slow = max(1, steps // 5)  # the exact Jacobian at latent 64 costs seconds a step

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 
 from aecli.checkpoint import load_checkpoint
 from aecli.checkpointing import cpu_copy
-from aecli.cli import config_dir
+from aecli.paths import config_dir
 from aecli.train import Trainer
 
 from conftest import tiny_overrides

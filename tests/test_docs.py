@@ -130,7 +130,8 @@ def test_every_documented_command_runs(workspace, monkeypatch, capsys):
 
     import torch
 
-    from aecli.cli import check_overrides, main
+    from aecli.cli import main
+    from aecli.preflight import check_overrides
     from aecli.paths import config_dir
 
     root, runs = workspace

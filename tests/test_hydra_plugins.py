@@ -18,7 +18,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import aecli.sweep  # noqa: F401  (the resolvers conf/hparams_search/optuna.yaml uses)
-from aecli.cli import config_dir
+from aecli.paths import config_dir
 from aecli.rundir import METRICS, STATUS, SUMMARY, TRAIN_LOG
 from conftest import run_cli, tiny_overrides
 

@@ -18,7 +18,8 @@ from aecli import job, rundir
 from aecli.cli import main
 from aecli.errors import AecliError, Pruned
 from aecli.job import check_new_run_dir
-from aecli.train import Interrupted, Trainer
+from aecli.signals import Interrupted
+from aecli.train import Trainer
 from conftest import cli_error, tiny_overrides
 from test_resume import compose_tiny, fast_data, shared_data  # noqa: F401  (fixtures)
 

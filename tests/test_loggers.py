@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from aecli.cli import config_dir
+from aecli.paths import config_dir
 from aecli.errors import AecliError
 from aecli.loggers import Loggers, chosen, logger_classes, make_logger
 from conftest import REPO, components, tiny_overrides
@@ -304,7 +304,8 @@ def test_an_interrupted_run_resumed_by_the_trainer_keeps_one_mlflow_run(tmp_path
     mid-epoch (SIGTERM) and resumed is one MLflow run with every epoch, not two."""
     from mlflow import MlflowClient
 
-    from aecli.train import Interrupted, Trainer
+    from aecli.signals import Interrupted
+    from aecli.train import Trainer
 
     over = [*tiny_overrides(data_root, epochs=2, **{"data.limit": 256, "batch_size": 64}), "logger=[csv,mlflow]"]
     first = Trainer(compose_with(*over), tmp_path / "run", stop_at_step=6)

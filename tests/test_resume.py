@@ -19,11 +19,13 @@ from hydra import compose, initialize_config_dir
 
 import aecli.build as build_mod
 from aecli.checkpoint import load_checkpoint, load_model_state
-from aecli.cli import config_dir, main
+from aecli.cli import main
+from aecli.paths import config_dir
 from aecli.config import build_model, plain
 from aecli.errors import AecliError
 from aecli.job import run_training
-from aecli.train import Interrupted, Trainer
+from aecli.signals import Interrupted
+from aecli.train import Trainer
 
 from conftest import CUDA, REPO, load_data, tiny_overrides
 

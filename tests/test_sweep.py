@@ -20,7 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from aecli import job, runtable, sweep  # noqa: F401  (sweep: the resolvers conf/hparams_search uses)
-from aecli.cli import config_dir
+from aecli.paths import config_dir
 from aecli.config import build_model
 from aecli.errors import AecliError
 from conftest import run_cli, tiny_overrides

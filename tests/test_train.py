@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from aecli.cli import config_dir
+from aecli.paths import config_dir
 from aecli.errors import AecliError
 from aecli.models.base import bernoulli_nll, make_optimizer
 from aecli.job import optimized_value
