@@ -1,6 +1,6 @@
 """The parts a training run is made of, built from its config in one place: the device, the data, the model, its
 optimizers and schedule, the batcher, the logger and the run writer, the loss guard, the prior fit, and the mean
-image's val_recon (the collapse baseline). The trainer (aecli/train.py) only runs them.
+image's val_recon (the collapse baseline). The trainer (aecli/loop.py) only runs them.
 """
 
 from __future__ import annotations

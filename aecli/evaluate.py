@@ -7,6 +7,8 @@ its name:
                                 recon_mse (squared error summed over the pixels, per image), psnr (dB);
                                 probe_acc and knn_acc on the codes, beside pixel_probe_acc and pixel_knn_acc
                                 (the same on raw pixels: the floor a representation must beat);
+                                with eval.finetune_epochs, finetune_acc of the encoder fine-tuned with a softmax
+                                layer (aecli/finetune.py), beside scratch_acc (the same network from a random start);
                                 jacobian_fro, the mean ||J_f(x)||_F of the evaluated code (model.representation)
     elbo (vae, cvae)            elbo and iw_bound (Burda et al. 2015) with eval.iw_samples samples, nats per image
     denoising (dae)             denoised_psnr, of the reconstruction of a corrupted image, beside noisy_psnr
@@ -31,6 +33,7 @@ import json
 import logging
 import math
 import time
+import zlib
 from pathlib import Path
 
 import torch
@@ -43,6 +46,7 @@ from aecli.classifier import CNN_VERSION, cache_folder, cached_json, load_classi
 from aecli.config import resolve_device
 from aecli.data import Data, Split
 from aecli.errors import AecliError
+from aecli.finetune import finetune
 from aecli.metric_names import DESCRIPTIONS
 from aecli.models.base import bernoulli_nll_of_probs
 from aecli.parzen import parzen_log_likelihood
@@ -195,6 +199,26 @@ def draw(model, n: int, generator: torch.Generator, y: torch.Tensor | None = Non
     return torch.cat(out)
 
 
+def fine_tuned(model, data: Data, s: EvalSettings, seed: int, cache: Path) -> dict:
+    """finetune_acc (and the epoch kept) of the encoder fine-tuned with a softmax layer (aecli/finetune.py), and
+    scratch_acc, the same network trained from a random start: cached per data set, architecture and setting."""
+    runs = dict(train=data.train_all, val=data.val, test=data.test, n_classes=data.n_classes,
+                epochs=s.finetune_epochs, lr=s.finetune_lr, seed=seed)
+    with StageProgress(f"eval: fine-tuning the encoder with a softmax layer ({s.finetune_epochs} epochs of "
+                       f"{len(data.train_all):,} images)"):
+        tuned = finetune(model, **runs)
+    shapes = ",".join("x".join(map(str, p.shape)) for p in model.parameters())
+    key = (f"{data.key} scratch {type(model).__name__} {zlib.crc32(shapes.encode()):08x} train={len(data.train_all)} "
+           f"epochs={s.finetune_epochs} lr={s.finetune_lr} seed={seed}")
+
+    def from_scratch() -> dict[str, float]:
+        with StageProgress(f"eval: the same network from a random start, once (cached in {cache / 'floors.json'})"):
+            return {"scratch_acc": finetune(model, **runs, from_scratch=True)["acc"]}
+
+    return {"finetune_acc": tuned["acc"], "finetune_epoch": tuned["epoch"],
+            **cached_json(cache / "floors.json", key, from_scratch)}
+
+
 # -- the evaluation ---------------------------------------------------------------------------------------
 def pixel_floors(data: Data, s: EvalSettings, n_train: int, n_test: int, n_f: int, classifier) -> dict[str, float]:
     """Probe and kNN accuracy on raw pixels, and the Fréchet distance of n_f training images to n_f test images."""
@@ -262,7 +286,8 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
             out.update(parzen(model, data, s.parzen_samples, n_test,
                               torch.Generator(device=device).manual_seed(seed)))
     if not data.labeled:
-        out["skipped"] = {**skipped, **{k: f"the data set {data.name} has no labels" for k in NEEDS_LABELS}}
+        labelled = NEEDS_LABELS + (("finetune_acc", "scratch_acc") if s.finetune_epochs else ())
+        out["skipped"] = {**skipped, **{k: f"the data set {data.name} has no labels" for k in labelled}}
         return out, (z_test, torch.zeros(len(z_test), dtype=torch.long, device=device))
 
     with StageProgress(f"eval: linear probe and {s.knn_k}-NN on the codes of {n_train:,} training images"):
@@ -271,10 +296,12 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
         out["probe_acc"] = metrics.probe_accuracy(z_train, y_train, z_test, y_test, s.probe_steps, s.probe_l2,
                                                   data.n_classes)
         out["knn_acc"] = metrics.knn_accuracy(z_train, y_train, z_test, y_test, s.knn_k, data.n_classes)
+    folder = cache_folder(s.cache_dir)
+    if s.finetune_epochs:
+        out.update(fine_tuned(model, data, s, seed, folder))
     classifier, out["classifier_acc"], out["classifier"] = eval_classifier(data, device, s)
     key = (f"{data.key} train={n_train} test={n_test} k={s.knn_k} steps={s.probe_steps} l2={s.probe_l2} "
            f"frechet={n_f} classifier={out['classifier']}")
-    folder = cache_folder(s.cache_dir)
 
     def floors_once() -> dict[str, float]:
         with StageProgress(f"eval: the pixel floors, once per data set and size (cached in {folder / 'floors.json'})"):
@@ -308,6 +335,7 @@ def evaluate(model, data: Data, s: EvalSettings, seed: int = 0) -> tuple[dict, t
 
 # -- outputs ----------------------------------------------------------------------------------------------
 FLOOR_NAMES = {"pixel_probe_acc": "on pixels", "pixel_knn_acc": "on pixels", "elbo": "ELBO",
+               "scratch_acc": "from scratch",
                "noisy_psnr": "noisy input",
                "frechet_floor": "train vs test", "classifier_acc": "on test images"}
 

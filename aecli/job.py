@@ -140,7 +140,7 @@ def run_training(cfg, run_dir: Path, multirun: bool = False, overrides: list[str
                  stop_at_step: int = 0) -> Outcome:
     """Train one run, or continue `cfg.resume` given the user's `overrides`; then evaluate its best checkpoint on
     the data already loaded (eval.at_end)."""
-    from aecli.train import Trainer
+    from aecli.loop import Trainer
 
     start = time.perf_counter()
     run_dir = Path(run_dir)

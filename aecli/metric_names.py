@@ -9,6 +9,7 @@ DESCRIPTIONS = {  # the test metrics of `aecli eval` (aecli/evaluate.py), test_<
     "psnr": ("reconstruction PSNR, dB (higher is better)", None),
     "probe_acc": ("linear probe on codes, test accuracy", "pixel_probe_acc"),
     "knn_acc": ("kNN on codes, test accuracy", "pixel_knn_acc"),
+    "finetune_acc": ("encoder fine-tuned with a softmax layer on the labels, test accuracy", "scratch_acc"),
     "jacobian_fro": ("mean encoder Jacobian norm ||J_f(x)||_F", None),
     "elbo": ("ELBO, nats/image", None),
     "iw_bound": ("importance-weighted bound on log p(x), nats/image", "elbo"),

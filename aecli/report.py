@@ -42,6 +42,7 @@ HEADLINE = ["val_recon", "test_recon_bce", "test_probe_acc", "test_knn_acc", "te
 # each test number and the reference it is read against (eval.json; docs/eval.md)
 REFERENCE = {"probe_acc": ("pixel_probe_acc", "the same probe on raw pixels"),
              "knn_acc": ("pixel_knn_acc", "the same kNN on raw pixels"),
+             "finetune_acc": ("scratch_acc", "the same network trained from a random start"),
              "frechet": ("frechet_floor", "training images against test images"),
              "iw_bound": ("elbo", "the ELBO it tightens"),
              "denoised_psnr": ("noisy_psnr", "the corrupted input"),

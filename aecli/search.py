@@ -29,6 +29,9 @@ RESULTS = "optimization_results.yaml"  # in the sweep folder: the best trial, or
 SWEEPER = "hydra_plugins.aecli_optuna_sweeper.sweeper.AecliOptunaSweeper"
 # studies kept in memory by this process, by name: the basic launcher runs the jobs in the sweeper's process
 STUDIES: dict[str, Any] = {}
+# by sweep folder: the jobs that other workers of a shared study were training when this process's sweep ended (set
+# by the sweeper, read by the sweep's summary: their folders have no status.json yet, and they have not failed)
+RUNNING_ELSEWHERE: dict[str, set[str]] = {}
 
 
 def make_pruner(name: str):

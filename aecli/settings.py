@@ -24,7 +24,7 @@ class EarlyStoppingOptions(schema.Options):
 
 @dataclass(kw_only=True)
 class TrainerOptions(schema.Options):
-    """conf/trainer/default.yaml: how the loop runs (aecli/train.py), its learning rate's schedule (aecli/schedule.py)."""
+    """conf/trainer/default.yaml: how the loop runs (aecli/loop.py), its learning rate's schedule (aecli/schedule.py)."""
 
     unknown = "{name} is not a trainer setting: allowed {allowed}"
 
@@ -64,6 +64,8 @@ class EvalOptions(schema.Options):
     probe_steps: int = schema.integer(100, low=1)
     probe_l2: float = schema.number(1.0e-4, low=0)
     knn_k: int = schema.integer(5, low=1)
+    finetune_epochs: int = schema.integer(0, low=0)
+    finetune_lr: float = schema.number(0.05, low=0, low_open=True)
     jacobian_images: int = schema.integer(500, low=1)
     iw_samples: int = schema.integer(1000, low=1)
     iw_images: int | None = schema.integer(100, low=1, optional=True)

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from aecli.metric_names import direction
 from aecli.rundir import LOCK, SUMMARY, attempt_failures, lock_is_held, new_attempt, read_run
 from aecli.runtable import failed, labelled_runs, print_table, row_of, runs_command, sort_rows, write_summary
-from aecli.search import pareto_runs, study_seed
+from aecli.search import RUNNING_ELSEWHERE, pareto_runs, study_seed
 
 __all__ = ["SweepSummary", "LAST_SWEEP", "runs_command", "study_seed", "summarize_sweep"]
 log = logging.getLogger(__name__)
@@ -44,10 +44,11 @@ def summarize_sweep(sweep_dir: Path, report: bool = True) -> None:
     rows = [row_of(record, label, missing_status="failed") for record, (_, label) in zip(records, runs)]
     failures = attempt_failures(sweep_dir)
     front = pareto_runs(sweep_dir)  # a multi-objective study's Pareto front (hydra_plugins/aecli_optuna_sweeper)
-    for row in rows:
+    elsewhere = RUNNING_ELSEWHERE.get(str(sweep_dir), set())
+    for record, row in zip(records, rows):
         if row["run"] in failures:
             row.update(failures[row["run"]])
-        if row["status"] == "failed" and lock_is_held(sweep_dir / row["run"] / LOCK):
+        if not record.status and (row["run"] in elsewhere or lock_is_held(sweep_dir / row["run"] / LOCK)):
             row["status"] = "running"  # another worker's trial, still training
         if front is not None:
             row["pareto"] = row["run"] in front

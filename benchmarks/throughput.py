@@ -148,7 +148,7 @@ def compose(overrides: list[str]):
 
 def trainer_runner(root: str, steps: int, overrides: list[str], batch: int = BATCH, run_dir: Path | None = None):
     """One call = one epoch of Trainer.train_epoch over exactly `steps` batches (data.limit = steps * batch)."""
-    from aecli.train import Trainer
+    from aecli.loop import Trainer
 
     cfg = compose([f"data.root={root}", f"batch_size={batch}", f"data.limit={steps * batch}",
                    "trainer.progress=lines", "eval.at_end=false", *overrides])

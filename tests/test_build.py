@@ -8,10 +8,10 @@ import torch
 
 from aecli.build import set_matmul_precision
 from aecli.errors import AecliError
-from aecli.train import Trainer
+from aecli.loop import Trainer
 
 from test_resume import compose_tiny, fast_data, shared_data  # noqa: F401  (fixtures)
-from test_train import compose_tiny as compose_run, odd_data, trainer_on  # noqa: F401  (fixtures)
+from test_loop import compose_tiny as compose_run, odd_data, trainer_on  # noqa: F401  (fixtures)
 
 
 def test_a_cae_lambda_above_the_measured_range_is_said_when_the_run_starts(data_root, odd_data, tmp_path, caplog):

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from aecli.checkpoint import load_checkpoint
 from aecli.checkpointing import cpu_copy
 from aecli.paths import config_dir
-from aecli.train import Trainer
+from aecli.loop import Trainer
 
 from conftest import tiny_overrides
 from test_resume import compose_tiny, fast_data, same_state, shared_data, without_timing  # noqa: F401  (fixtures)

@@ -234,7 +234,7 @@ def test_start_up_imports_nothing_heavy_before_the_first_step(data_root):
 import sys
 from hydra import compose, initialize_config_dir
 from aecli.paths import config_dir
-from aecli.train import Trainer
+from aecli.loop import Trainer
 with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
     cfg = compose(config_name="config", overrides={tiny_overrides(data_root)!r})
 trainer = Trainer(cfg, {str(data_root / "unused-run")!r})

@@ -206,9 +206,9 @@ LAYERS = [  # a module may import aecli modules of its own layer or below, never
     {"errors", "paths", "schema", "metric_names", "rundir", "settings", "overrides", "commands", "cores"},
     {"nets", "data", "metrics", "parzen", "plots", "progress", "checkpoint", "config", "signals", "search"},
     {"datasets", "models"},
-    {"classifier", "loggers", "resume", "sampling", "writer", "runs", "schedule", "validation", "health", "prior_fit",
-     "checkpointing", "build", "runtable"},
-    {"train", "evaluate"},
+    {"classifier", "finetune", "loggers", "resume", "sampling", "writer", "runs", "schedule", "validation", "health",
+     "prior_fit", "checkpointing", "build", "runtable"},
+    {"loop", "evaluate"},
     {"job", "sweep", "report"},
     {"cli", "api", "preflight", "hydra_glue"},
 ]

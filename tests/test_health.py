@@ -8,12 +8,12 @@ import torch
 
 from aecli.checkpoint import load_checkpoint
 from aecli.health import LossGuard, NonFiniteLoss, collapse_symptoms
-from aecli.train import Trainer
+from aecli.loop import Trainer
 
 from conftest import as_net, run_cli, tiny_overrides
 from test_resume import compose_tiny, fast_data, shared_data  # noqa: F401  (fixtures)
 from conftest import cli_error
-from test_train import compose_tiny as compose_run, odd_data, trainer_on  # noqa: F401  (fixtures)
+from test_loop import compose_tiny as compose_run, odd_data, trainer_on  # noqa: F401  (fixtures)
 
 
 def test_the_guard_names_the_first_bad_step_and_term():

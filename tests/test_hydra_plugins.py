@@ -271,3 +271,30 @@ def test_a_bad_sweeper_setting_is_one_line(tmp_path, data_root):
     proc = run_cli("train", "hparams_search=optuna", "hydra.sweeper.worker=true", *smallest(data_root),
                    f"hydra.sweep.dir={tmp_path / 'sweep2'}", cwd=tmp_path)
     assert proc.returncode == 2 and "storage" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_the_trials_other_live_workers_hold_are_running_elsewhere(tmp_path):
+    """running_elsewhere: the RUNNING trials whose worker's lock another live process holds; not one whose worker
+    died (its lock free), nor a finished one."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from hydra_plugins.aecli_optuna_sweeper.sweeper import running_elsewhere
+
+    alive, dead = tmp_path / "alive.lock", tmp_path / "dead.lock"
+    dead.write_text("1\n")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from aecli.rundir import take_lock; "
+                               f"lock = take_lock({str(alive)!r}, create=True); print('held', flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        study = optuna.create_study()
+        trials = [study.ask() for _ in range(3)]
+        for trial, lock in zip(trials, (alive, dead, alive)):
+            trial.set_user_attr("aecli_worker", str(lock))
+        study.tell(trials[2], 1.0)
+        assert study.trials[2].state == TrialState.COMPLETE
+        assert running_elsewhere(study) == {"0"}
+    finally:
+        holder.kill()
+        holder.wait()

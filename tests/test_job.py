@@ -19,7 +19,7 @@ from aecli.cli import main
 from aecli.errors import AecliError, Pruned
 from aecli.job import check_new_run_dir
 from aecli.signals import Interrupted
-from aecli.train import Trainer
+from aecli.loop import Trainer
 from conftest import cli_error, tiny_overrides
 from test_resume import compose_tiny, fast_data, shared_data  # noqa: F401  (fixtures)
 

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from aecli.config import build_model
 from aecli.models.base import bernoulli_nll_of_probs
 from aecli.health import mean_image_recon
-from aecli.train import Trainer
+from aecli.loop import Trainer
 from conftest import MODELS, NETS, REPO, load_data
 
 LEARNED = 0.85  # val_recon at most this fraction of the mean image's after the budget

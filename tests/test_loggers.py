@@ -305,7 +305,7 @@ def test_an_interrupted_run_resumed_by_the_trainer_keeps_one_mlflow_run(tmp_path
     from mlflow import MlflowClient
 
     from aecli.signals import Interrupted
-    from aecli.train import Trainer
+    from aecli.loop import Trainer
 
     over = [*tiny_overrides(data_root, epochs=2, **{"data.limit": 256, "batch_size": 64}), "logger=[csv,mlflow]"]
     first = Trainer(compose_with(*over), tmp_path / "run", stop_at_step=6)

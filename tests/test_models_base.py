@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from aecli.sampling import draw_samples
-from aecli.train import Trainer
+from aecli.loop import Trainer
 from conftest import MODELS, NETS, REPO, load_data, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aecli.progress import EpochProgress, epoch_line
-from aecli.train import Trainer
+from aecli.loop import Trainer
 
 from test_resume import compose_tiny, fast_data, shared_data  # noqa: F401  (fixtures)
 

@@ -25,7 +25,7 @@ from aecli.config import build_model, plain
 from aecli.errors import AecliError
 from aecli.job import run_training
 from aecli.signals import Interrupted
-from aecli.train import Trainer
+from aecli.loop import Trainer
 
 from conftest import CUDA, REPO, load_data, tiny_overrides
 

@@ -10,7 +10,7 @@ import pytest
 
 from aecli.checkpoint import load_checkpoint
 from aecli.signals import Interrupted, StopSignals, interruptible
-from aecli.train import Trainer
+from aecli.loop import Trainer
 
 from test_resume import compose_tiny, fast_data, shared_data  # noqa: F401  (fixtures)
 

@@ -300,3 +300,21 @@ def test_the_sweep_table_is_best_first_and_the_summary_in_job_order(tmp_path, ca
     table = [line.split("│")[1].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
     assert [run for run in table if run] == ["1", "2", "0"]
     assert [r["run"] for r in read_csv(tmp_path / "summary.csv")] == ["0", "1", "2"]
+
+
+def test_a_job_another_worker_is_starting_is_running_not_failed(tmp_path, monkeypatch):
+    """Two workers on one study (hydra.sweeper.worker=true): when one ends, the other's newest job may have Hydra's
+    record and nothing else yet (no status.json, not yet its lock). The sweeper hands the summary the jobs that live
+    workers hold (RUNNING trials whose worker's lock is held): such a job is `running`, and the sweep did not fail.
+    A job without status.json that no live worker holds died: failed."""
+    from aecli.search import RUNNING_ELSEWHERE
+    from aecli.sweep import LAST_SWEEP, summarize_sweep
+    from test_runtable import make_run
+
+    make_run(tmp_path / "0", ["lambda=0"], [80.0])
+    for job_num in ("1", "2"):
+        (tmp_path / job_num / ".hydra").mkdir(parents=True)
+    monkeypatch.setitem(RUNNING_ELSEWHERE, str(tmp_path), {"1"})
+    summarize_sweep(tmp_path, report=False)
+    rows = {r["run"]: r["status"] for r in read_csv(tmp_path / "summary.csv")}
+    assert rows == {"0": "ok", "1": "running", "2": "failed"} and LAST_SWEEP["failed"] == 1

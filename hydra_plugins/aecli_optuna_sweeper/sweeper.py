@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 from aecli import search
 from aecli.errors import AecliError
 from aecli.metric_names import direction as metric_direction
-from aecli.rundir import take_lock
+from aecli.rundir import lock_is_held, take_lock
 
 log = logging.getLogger("aecli")
 WORKERS = ".workers"  # in the sweep folder: one lock file per live worker, held for its life
@@ -241,6 +241,7 @@ class AecliOptunaSweeper(Sweeper):
             if failed / ran > self.max_failure_rate:
                 raise AecliError(f"{failed} of {ran} trials failed, over hydra.sweeper.max_failure_rate="
                                  f"{self.max_failure_rate}: see their errors in {self.sweep_dir}")
+        search.RUNNING_ELSEWHERE[str(self.sweep_dir)] = running_elsewhere(study)
         self.write_results(study)
 
     def run_trials(self, study: optuna.Study, trials: list[optuna.Trial], space: dict, fixed: dict,
@@ -254,6 +255,8 @@ class AecliOptunaSweeper(Sweeper):
                 overrides.append(tuple(f"{k}={v}" for k, v in {**trial.params, **fixed}.items()))
                 trial.set_user_attr("aecli_worker", str(worker_lock))
                 continue
+            trial.set_user_attr("aecli_worker", str(worker_lock))  # before its folder exists: another worker's
+            # summary counts a folder without status.json as running while this lock is held (running_elsewhere)
             try:
                 folder.mkdir()  # exclusively: a trial never writes into a folder it did not create
             except FileExistsError:
@@ -264,7 +267,6 @@ class AecliOptunaSweeper(Sweeper):
                                  f"into a run folder it did not create; give a new hydra.sweep.dir, or the storage "
                                  f"of the study that made it") from None
             trial.set_user_attr("aecli_run", str(folder))
-            trial.set_user_attr("aecli_worker", str(worker_lock))
             values = {name: suggest(trial, name, dist) for name, dist in space.items()}
             overrides.append(tuple(f"{k}={v}" for k, v in {**values, **fixed}.items()))
         # a signal (Ctrl-C, SIGTERM) ends this process here: its trials stay RUNNING with this worker's lock, which
@@ -321,6 +323,14 @@ def objective_values(run_dir: Path, metrics: list[str]) -> list[float | None]:
 
     best, tests = best_row(read_metrics(run_dir)), eval_metrics(read_eval(run_dir))
     return [tests.get(m) if m.startswith("test_") else number(best.get(m)) for m in metrics]
+
+
+def running_elsewhere(study: optuna.Study) -> set[str]:
+    """The run folders (trial numbers) that other live workers of a shared study are training: RUNNING trials whose
+    worker's lock another process holds. This worker's summary counts them as running, not failed, though their
+    folders have no status.json (and may not yet hold the job's own lock)."""
+    return {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.user_attrs.get("aecli_worker") and lock_is_held(t.user_attrs["aecli_worker"])}
 
 
 def consecutive(trials: list[optuna.Trial]) -> list[list[optuna.Trial]]:

@@ -15,7 +15,7 @@ from aecli.paths import config_dir
 from aecli.errors import AecliError
 from aecli.models.base import bernoulli_nll, make_optimizer
 from aecli.job import optimized_value
-from aecli.train import Trainer
+from aecli.loop import Trainer
 
 from conftest import CUDA, load_data, run_cli, tiny_overrides
 
