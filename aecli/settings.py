@@ -28,7 +28,7 @@ class TrainerOptions(schema.Options):
 
     unknown = "{name} is not a trainer setting: allowed {allowed}"
 
-    optimizer: str = schema.choice("adam", "adamw")
+    optimizer: str = schema.choice("adam", "adamw", "sgd")
     weight_decay: float = schema.number(0.0, low=0)
     log_every: int = schema.integer(50, low=1)
     progress: str = schema.choice("auto", "bar", "lines")

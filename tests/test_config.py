@@ -125,7 +125,7 @@ def test_validation_reads_declarations_only():
 
 
 @pytest.mark.parametrize("override,needle", [
-    ("trainer.optimizer=sgd", "trainer.optimizer='sgd' is not allowed: trainer.optimizer must be one of adam, adamw"),
+    ("trainer.optimizer=rmsprop", "trainer.optimizer='rmsprop' is not allowed: trainer.optimizer must be one of adam, adamw, sgd"),
     ("+trainer.bogus=1", "trainer.bogus is not a trainer setting: allowed optimizer"),
     ("trainer.early_stopping.patience=0", "trainer.early_stopping.patience=0 is not allowed"),
     ("+trainer.early_stopping.bogus=1", "trainer.early_stopping.bogus is not an option of this "

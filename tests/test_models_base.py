@@ -47,3 +47,18 @@ def test_every_model_trains_samples_and_measures_val_recon_alike(model, net, dat
     assert images.shape[1:] == (1, 28, 28) and torch.isfinite(images).all()
     assert 0 <= images.min() and images.max() <= 1 and images.std() > 0
     assert len(images) == 20 and (nrow == 2 if model == "cvae" else True)  # cvae: one row per class
+
+
+def test_sgd_is_momentum_0_9_in_closed_form():
+    """trainer.optimizer=sgd: with a constant gradient c, v1 = c and v2 = 0.9 c + c, so after two steps
+    p = p0 - lr (1 + 1.9) c (weight decay 0)."""
+    from aecli.models.base import make_optimizer
+
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    c = torch.tensor([0.5, 3.0])
+    opt = make_optimizer([p], 0.1, "sgd")
+    for _ in range(2):
+        opt.zero_grad()
+        (c * p).sum().backward()
+        opt.step()
+    torch.testing.assert_close(p.detach(), torch.tensor([1.0, -2.0]) - 0.1 * 2.9 * c)

@@ -209,14 +209,20 @@ class Autoencoder(nn.Module):
         """Called by the trainer before each epoch (1-based): schedules such as a KL warm-up live here."""
 
 
+SGD_MOMENTUM = 0.9
+
+
 def make_optimizer(params, lr: float, name: str = "adam", weight_decay: float = 0.0,
                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
     """Adam or AdamW (the seeds use both), fused: one kernel per parameter on the CPU and on CUDA (on the
-    CPU torch's default is a loop of ~10 elementwise passes per parameter; benchmarks/README.md)."""
+    CPU torch's default is a loop of ~10 elementwise passes per parameter; benchmarks/README.md); or sgd, SGD with
+    momentum 0.9 (v <- 0.9 v + g, p <- p - lr v), the older papers' optimizer (Makhzani et al. 2016's AAE)."""
     params = list(params)
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) or None
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay, fused=fused)
     raise ValueError(f"unknown optimizer {name!r}")
