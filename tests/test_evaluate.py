@@ -348,10 +348,11 @@ def test_a_dozen_labelled_images_evaluate_without_a_nan_or_a_traceback(tmp_path)
     try:
         run = train(["data=images", f"data.path={tmp_path / 'dozen.npz'}", "epochs=1", "net.hidden=[16]",
                      "latent_dim=2", "device=cpu", "trainer.num_threads=1", "trainer.progress=lines",
-                     f"eval.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
+                     "eval.finetune_epochs=2", f"eval.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
     finally:
         torch.set_num_threads(threads)
     record = json.loads((run / "eval.json").read_text())
     numbers = {k: v for k, v in record.items() if isinstance(v, float)}
     assert numbers and all(math.isfinite(v) for v in numbers.values()), numbers
     assert set(record["skipped"]) == {"mmd", "frechet"} and "at least 2 test images" in record["skipped"]["mmd"]
+    assert 0 <= record["finetune_acc"] <= 1 and 0 <= record["scratch_acc"] <= 1  # fine-tuned on the few there are
