@@ -62,7 +62,8 @@ log = logging.getLogger("aecli")
 
 BATCH = 1000  # images per forward pass
 IW_ROWS = 5000  # decoder rows per pass of the importance-weighted bound (images x samples): fastest on a CPU
-HEADLINE = ("recon_bce", "psnr", "probe_acc", "knn_acc", "iw_bound", "frechet")
+HEADLINE = ("recon_bce", "psnr", "probe_acc", "knn_acc", "iw_bound", "frechet", "parzen_ll", "finetune_acc")
+STANDARD_ERRORS = {"parzen_ll": "parzen_se"}  # shown as value ± its standard error over the test images
 
 
 #: eval.protocol=paper: the literature's protocol (docs/eval.md). It changes the keys a run left at their fast default
@@ -358,7 +359,8 @@ def print_table(results: dict, title: str) -> None:
     for key, (what, ref) in DESCRIPTIONS.items():
         if key in results:
             reference = f"{fmt(results[ref])} ({FLOOR_NAMES[ref]})" if ref in results else ""
-            table.add_row(key, fmt(results[key]), reference, what)
+            error = f" ± {fmt(results[STANDARD_ERRORS[key]])}" if STANDARD_ERRORS.get(key) in results else ""
+            table.add_row(key, fmt(results[key]) + error, reference, what)
     Console().print(table)
 
 

@@ -19,8 +19,9 @@ DESCRIPTIONS = {  # the test metrics of `aecli eval` (aecli/evaluate.py), test_<
     "mmd": ("MMD^2 of test codes to the prior (0 = the same)", None),
     "frechet": ("Fréchet distance of samples to test images (lower is better)", "frechet_floor"),
     "label_acc": ("classifier accuracy on samples of each label", "classifier_acc"),
+    "parzen_ll": ("Parzen-window log-likelihood of test images under samples, nats (higher is better)", None),
 }
-HIGHER_IS_BETTER = ("_acc", "psnr", "elbo", "iw_bound", "log_likelihood")
+HIGHER_IS_BETTER = ("_acc", "psnr", "elbo", "iw_bound", "log_likelihood", "parzen_ll")
 
 
 def direction(metric: str) -> str:

@@ -356,3 +356,13 @@ def test_a_dozen_labelled_images_evaluate_without_a_nan_or_a_traceback(tmp_path)
     assert numbers and all(math.isfinite(v) for v in numbers.values()), numbers
     assert set(record["skipped"]) == {"mmd", "frechet"} and "at least 2 test images" in record["skipped"]["mmd"]
     assert 0 <= record["finetune_acc"] <= 1 and 0 <= record["scratch_acc"] <= 1  # fine-tuned on the few there are
+
+
+def test_the_table_shows_the_parzen_estimate_with_its_error_and_the_fine_tuning_beside_its_floor(capsys,
+                                                                                                  monkeypatch):
+    """The AAE's paper number, parzen_ll, was in eval.json but not in the table an evaluation prints."""
+    monkeypatch.setenv("COLUMNS", "200")
+    ev.print_table({"parzen_ll": 331.11, "parzen_se": 1.629, "finetune_acc": 0.9851, "scratch_acc": 0.9802}, "t")
+    out = capsys.readouterr().out
+    assert "331.1 ± 1.629" in out and "0.9802 (from scratch)" in out
+    assert ev.headline({"test_parzen_ll": 331.11, "test_recon_bce": 87.5}) == "recon_bce 87.5, parzen_ll 331.1"
