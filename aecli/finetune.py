@@ -72,7 +72,7 @@ def finetune(model: torch.nn.Module, train: Split, val: Split, test: Split, n_cl
         code_dim = body.representation(train.batch(torch.arange(1, device=device))[0]).shape[1]
     net = FineTuned(body, code_dim, n_classes).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=MOMENTUM)
-    best = {"acc": accuracy(net, test, len(test)), "epoch": 0, "val_acc": accuracy(net, val, len(val))}
+    best: dict[str, float | int] = {"epoch": 0, "val_acc": accuracy(net, val, len(val))}  # no epoch: the zero layer
     state = copy.deepcopy(net.state_dict())
     for epoch in range(1, epochs + 1):
         net.train()
