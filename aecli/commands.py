@@ -108,9 +108,12 @@ COMMANDS = {c.name: c for c in (
             "evaluate a finished run on the test set: aecli eval run=outputs/DATE/TIME",
             f"Score a finished run's best checkpoint (or a checkpoint file given as run=) on the test set: {EVAL}, "
             f"the pictures and a table (docs/eval.md). With the run's own settings the numbers go to {EVAL}; "
-            "another checkpoint, seed or iw_samples writes eval_<checkpoint>_seed<S>[_iw<N>].json beside it.", (
+            "another checkpoint, seed, iw_samples or finetune_epochs writes "
+            "eval_<checkpoint>_seed<S>[_iw<N>][_ft<E>].json beside it.", (
                 RUN,
                 Param("iw_samples", int, None, "samples per image of the importance-weighted bound (vae, cvae)", "N"),
+                Param("finetune_epochs", int, None, "fine-tune the encoder with a softmax layer on the labels for E "
+                      "epochs: finetune_acc beside scratch_acc (docs/eval.md)", "E"),
                 Param("protocol", str, None, "paper: the literature's protocol (docs/eval.md): IW bound k=5000 on "
                       "every test image, probes and floors on the whole training split, the cnn classifier, Parzen "
                       "window; fast: the sizes of conf/eval/default.yaml (default: the run's eval.protocol)",

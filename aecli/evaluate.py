@@ -415,7 +415,8 @@ def write_curve_pictures(model, data: Data, results: dict, run_dir: Path) -> Non
 
 
 def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto", seed: int | None = None,
-             data: Data | None = None, quiet: bool = False, protocol: str | None = None) -> dict:
+             data: Data | None = None, quiet: bool = False, protocol: str | None = None,
+             finetune_epochs: int | None = None) -> dict:
     """Evaluate a run folder's best checkpoint (or a checkpoint file): eval.json, pictures, the table (a one-line
     summary when `quiet`, as in a sweep). `data`: the run's data set already loaded (the end of training), else it
     is loaded. Returns the metrics."""
@@ -423,7 +424,7 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
     model, ckpt, run_dir = load_trained(run, device=device)
     checkpoint = find_checkpoint(str(run), "best")
     cfg = ckpt["config"]
-    s = eval_settings(cfg.get("eval"), iw_samples=iw_samples, protocol=protocol)
+    s = eval_settings(cfg.get("eval"), iw_samples=iw_samples, protocol=protocol, finetune_epochs=finetune_epochs)
     seed = cfg.get("seed", 0) if seed is None else seed
     from aecli.cores import threads_for  # optuna-wiring: num_threads may be auto
 
@@ -436,7 +437,7 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
         with StageProgress("eval: pictures"):
             write_pictures(model, data, codes, run_dir, seed)
             write_curve_pictures(model, data, results, run_dir)
-    path = run_dir / eval_file(checkpoint, seed == cfg.get("seed", 0), iw_samples, seed)
+    path = run_dir / eval_file(checkpoint, seed == cfg.get("seed", 0), iw_samples, seed, finetune_epochs)
     record = {"model": model.name, "data": data.name, "checkpoint": str(checkpoint), "seed": seed,
               "code": model.representation_note, **results}
     try:
@@ -451,15 +452,19 @@ def run_eval(run: str | Path, iw_samples: int | None = None, device: str = "auto
     return {k: v for k, v in results.items() if k != "skipped"}
 
 
-def eval_file(checkpoint: Path, run_seed: bool, iw_samples: int | None, seed: int) -> str:
+def eval_file(checkpoint: Path, run_seed: bool, iw_samples: int | None, seed: int,
+              finetune_epochs: int | None = None) -> str:
     """eval.json for the run's best checkpoint under the run's own settings; any other checkpoint or settings get a
-    file of their own (eval_last_seed3.json, eval_best_seed0_iw5000.json), so no evaluation replaces another."""
-    if checkpoint.name == BEST and run_seed and iw_samples is None:
+    file of their own (eval_last_seed3.json, eval_best_seed0_iw5000.json, eval_best_seed0_ft100.json), so no
+    evaluation replaces another."""
+    if checkpoint.name == BEST and run_seed and iw_samples is None and finetune_epochs is None:
         return EVAL
-    return f"eval_{checkpoint.stem}_seed{seed}" + (f"_iw{iw_samples}" if iw_samples is not None else "") + ".json"
+    return (f"eval_{checkpoint.stem}_seed{seed}" + (f"_iw{iw_samples}" if iw_samples is not None else "")
+            + (f"_ft{finetune_epochs}" if finetune_epochs is not None else "") + ".json")
 
 
 def eval_command(run: str, iw_samples: int | None = None, device: str = "auto", seed: int | None = None,
-                 protocol: str | None = None) -> dict:
-    """`aecli eval run=PATH [iw_samples=N device=... seed=N protocol=fast|paper]`."""
-    return run_eval(run, iw_samples=iw_samples, device=device, seed=seed, protocol=protocol)
+                 protocol: str | None = None, finetune_epochs: int | None = None) -> dict:
+    """`aecli eval run=PATH [iw_samples=N device=... seed=N protocol=fast|paper finetune_epochs=E]`."""
+    return run_eval(run, iw_samples=iw_samples, device=device, seed=seed, protocol=protocol,
+                    finetune_epochs=finetune_epochs)

@@ -366,3 +366,11 @@ def test_the_table_shows_the_parzen_estimate_with_its_error_and_the_fine_tuning_
     out = capsys.readouterr().out
     assert "331.1 ± 1.629" in out and "0.9802 (from scratch)" in out
     assert ev.headline({"test_parzen_ll": 331.11, "test_recon_bce": 87.5}) == "recon_bce 87.5, parzen_ll 331.1"
+
+
+def test_an_evaluation_with_other_settings_writes_a_file_of_its_own():
+    """`aecli eval run=... finetune_epochs=100` (or iw_samples, seed, another checkpoint) never replaces eval.json."""
+    best, last = Path("checkpoints/best.pt"), Path("checkpoints/last.pt")
+    assert ev.eval_file(best, True, None, 0) == "eval.json"
+    assert ev.eval_file(best, True, None, 0, 100) == "eval_best_seed0_ft100.json"
+    assert ev.eval_file(last, False, 5000, 3, 10) == "eval_last_seed3_iw5000_ft10.json"
