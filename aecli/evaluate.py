@@ -208,9 +208,13 @@ def fine_tuned(model, data: Data, s: EvalSettings, seed: int, cache: Path) -> di
     with StageProgress(f"eval: fine-tuning the encoder with a softmax layer ({s.finetune_epochs} epochs of "
                        f"{len(data.train_all):,} images)"):
         tuned = finetune(model, **runs)
+    # the network from a random start is the model's class, net, options and parameter shapes (the same for two
+    # runs that differ only in lambda or in their training)
+    options = {name: getattr(model, name, None) for name in schema.defaults(model.Options)}
     shapes = ",".join("x".join(map(str, p.shape)) for p in model.parameters())
-    key = (f"{data.key} scratch {type(model).__name__} {zlib.crc32(shapes.encode()):08x} train={len(data.train_all)} "
-           f"epochs={s.finetune_epochs} lr={s.finetune_lr} seed={seed}")
+    network = f"{type(model).__name__} {model.net_description} {sorted(options.items())} {shapes}"
+    key = (f"{data.key} scratch {type(model).__name__} {zlib.crc32(network.encode()):08x} "
+           f"train={len(data.train_all)} epochs={s.finetune_epochs} lr={s.finetune_lr} seed={seed}")
 
     def from_scratch() -> dict[str, float]:
         with StageProgress(f"eval: the same network from a random start, once (cached in {cache / 'floors.json'})"):

@@ -68,3 +68,23 @@ def test_evaluate_reports_the_fine_tuned_and_the_scratch_accuracy_once_cached(da
     floors = json.loads((tmp_path / "floors.json").read_text())
     assert [v["scratch_acc"] for k, v in floors.items() if " scratch CAE " in k] == [out["scratch_acc"]]
     assert "finetune_acc" not in ev.evaluate(model, data, ev.eval_settings({**s.__dict__, "finetune_epochs": 0}))[0]
+
+
+def test_the_scratch_network_is_cached_per_network_not_per_run(data, tmp_path):
+    """Two cae runs that differ only in lambda share the from-scratch number; an ae with another code activation
+    (the same parameter shapes, another network) gets its own."""
+    calls = []
+
+    def fake_finetune(model, **kwargs):
+        calls.append(type(model).__name__)
+        return {"acc": 0.5, "epoch": 1, "val_acc": 0.5}
+
+    s = ev.eval_settings({"finetune_epochs": 1})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ev, "finetune", fake_finetune)
+        for overrides in (["model=cae", "lambda=1"], ["model=cae", "lambda=10"], ["model=ae"],
+                          ["model=ae", "model.code_activation=sigmoid"]):
+            with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+                cfg = compose("config", overrides=[*overrides, "net.hidden=[]", "latent_dim=8"])
+            ev.fine_tuned(build_model(cfg), data, s, 0, tmp_path)
+    assert len(calls) == 4 + 3  # each run fine-tuned once; from scratch: cae once, ae once per code activation
