@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-VAE_TARGET = 88.0  # nats: issue 13's target for the hour-long schedule
+VAE_TARGET = 86.5  # nats: beat the paper's 86.76 (issue 21; issue 13's 88.0 for the hour-long schedule is met)
 README_START, README_END = "<!-- results -->", "<!-- /results -->"  # the README's headline rows, written here
 
 
@@ -280,8 +280,9 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
 
     def aae_gap(run):
         e = run["eval"]
-        return (f"{e['parzen_ll'] - 340:+.0f} nats: {run['rows'][-1]['epoch']} epochs of Adam (aecli's aae recipe) "
-                f"against the paper's long SGD run; window {e['parzen_sigma']:.3f} of Goodfellow's grid")
+        return (f"{e['parzen_ll'] - 340:+.1f} nats: {run['rows'][-1]['epoch']} epochs of Adam (aecli's aae recipe) "
+                f"against the paper's long SGD run; window {e['parzen_sigma']:.3f} of Goodfellow's grid; each "
+                "difference measured in \"The AAE's gap\"")
 
     lines = [
         "# Results: aecli next to the papers",
@@ -402,7 +403,9 @@ def write(target: Path, r: dict, floor_lines: list[str], device: str, quick: boo
     if not quick and target == REPO / "docs" / "results.md":  # the README shows the headline rows
         header = lines.index(next(line for line in lines if line.startswith("| paper's number")))
         headline = [*lines[header:header + 2], *(line for line in lines if line.startswith(("| VAE, test NLL",
-                                                                                             "| AAE, Parzen")))]
+                                                                                             "| IWAE k=5",
+                                                                                             "| AAE, Parzen",
+                                                                                             "| CAE, 1000")))]
         readme = REPO / "README.md"
         text = readme.read_text()
         start, end = text.index(README_START) + len(README_START), text.index(README_END)
